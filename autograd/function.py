@@ -1,0 +1,123 @@
+"""`Function`: one differentiable op, written as a forward and a backward on raw arrays.
+
+Following Chainer, an op only defines the math; the graph bookkeeping lives here, once:
+recording the parents of the output, saving arrays with their version counters, reducing
+each incoming gradient to its input's shape and dtype, and releasing what backward saved.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from autograd.backend import get_array_module
+from autograd.grad_mode import is_grad_enabled
+
+if TYPE_CHECKING:
+    from autograd.tensor import Tensor
+
+
+class Function:
+    """Base class of every op. Subclasses define `forward(*arrays)` and `backward(grad)`.
+
+    `__init__` of a subclass takes the op's non-tensor arguments (dim, stride, ...).
+    `backward` returns one gradient per tensor input (a tuple, or a single array for one
+    input), or None for an input that needs none; `self.needs_input_grad` says which.
+    Gradients may have the broadcast shape: the engine sums them back to each input's shape.
+    Class attribute `is_view = True` marks ops whose output aliases the input's memory, so
+    the two share one version counter.
+    """
+
+    is_view = False
+    needs_input_grad: tuple[bool, ...] = ()
+    saved: tuple = ()
+
+    def forward(self, *arrays):
+        raise NotImplementedError
+
+    def backward(self, grad):
+        raise NotImplementedError
+
+    def save_for_backward(self, *arrays) -> None:
+        """Keep arrays for backward; those that are an input's or the output's array are
+        checked against in-place modification before backward runs."""
+        self.saved = arrays
+
+    @classmethod
+    def apply(cls, *inputs: Tensor, **params: Any) -> Tensor:
+        """Run the op on tensors and, when grad mode is on and an input requires grad,
+        record it in the graph."""
+        from autograd.tensor import Tensor
+
+        fn = cls(**params)
+        record = is_grad_enabled() and any(t.requires_grad for t in inputs)
+        fn.needs_input_grad = tuple(record and t.requires_grad for t in inputs)
+        output = Tensor._wrap(fn.forward(*(t.data for t in inputs)), requires_grad=record)
+        if cls.is_view:
+            output._version_counter = inputs[0]._version_counter
+        if record:
+            fn._connect(inputs, output)
+        else:
+            fn.saved = ()
+        return output
+
+    # ---- graph bookkeeping --------------------------------------------------------------
+
+    def _connect(self, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        self.parents = tuple(t._grad_node() for t in inputs)
+        self.input_meta = tuple((t.data.shape, t.data.dtype) for t in inputs)
+        self.saved_versions = [
+            (t, t._version_counter.value)
+            for array in self.saved
+            for t in (*inputs, output)
+            if array is t.data
+        ]
+        self.released = False
+        output.grad_fn = self
+
+    def _check_versions(self) -> None:
+        for tensor, version in self.saved_versions:
+            if tensor._version_counter.value != version:
+                raise RuntimeError(
+                    f"one of the arrays needed for the gradient of {self.name} was modified "
+                    f"by an in-place operation: its tensor of shape {tensor.shape} is at "
+                    f"version {tensor._version_counter.value}, expected version {version}. "
+                    "Use an out-of-place op (x = x + y) or clone() the tensor first."
+                )
+
+    def _release(self) -> None:
+        """Drop everything backward needed; keep only the graph's structure."""
+        keep = ("parents", "input_meta", "needs_input_grad", "retained")
+        self.__dict__ = {k: v for k, v in self.__dict__.items() if k in keep}
+        self.released = True
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    def __repr__(self) -> str:
+        return f"<{self.name}Backward>"
+
+
+class AccumulateGrad:
+    """The graph node of a leaf tensor that requires grad: adds incoming gradients to
+    `tensor.grad`."""
+
+    parents = ()
+
+    def __init__(self, tensor: Tensor) -> None:
+        self.tensor = tensor
+
+    def __repr__(self) -> str:
+        return f"<AccumulateGrad shape={self.tensor.shape}>"
+
+
+def sum_to_shape(grad, shape: tuple[int, ...]):
+    """Sum a broadcast gradient back to `shape` (the reverse of broadcasting)."""
+    if grad.shape == shape:
+        return grad
+    xp = get_array_module(grad)
+    extra = grad.ndim - len(shape)
+    axes = tuple(range(extra)) + tuple(
+        extra + i for i, size in enumerate(shape) if size == 1 and grad.shape[extra + i] != 1
+    )
+    return xp.sum(grad, axis=axes).reshape(shape) if axes else grad.reshape(shape)

@@ -1,0 +1,145 @@
+"""Check analytic gradients against central finite differences, in float64.
+
+`gradcheck` compares every element: for a fixed random upstream gradient v it checks
+d<v, f(x)>/dx element by element (2 forward passes per input element, one backward).
+`gradcheck_directional` checks big ops with two forward passes whatever their size: for
+random directions u, <grad, u> against (f(x + h u) - f(x - h u)) / 2h (Chainer's check).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from autograd.grad_mode import enable_grad, no_grad
+from autograd.tensor import Tensor
+
+
+class GradcheckError(AssertionError):
+    """Analytic and numerical gradients disagree."""
+
+
+def _as_outputs(result) -> list[Tensor]:
+    outputs = list(result) if isinstance(result, (tuple, list)) else [result]
+    return [out for out in outputs if isinstance(out, Tensor)]
+
+
+def _checked_inputs(inputs: Sequence) -> list[Tensor]:
+    inputs = list(inputs) if isinstance(inputs, (tuple, list)) else [inputs]
+    for i, x in enumerate(inputs):
+        if isinstance(x, Tensor) and x.requires_grad and x.dtype != np.float64:
+            raise TypeError(
+                f"gradcheck input {i} has dtype {x.dtype}: finite differences need float64 "
+                "(use .double())"
+            )
+    return inputs
+
+
+def _analytic(fn: Callable, inputs: list, upstreams: list[np.ndarray] | None, rng):
+    """Gradients of sum_k <v_k, out_k> w.r.t. each input that requires grad, plus the v_k."""
+    leaves = [x.detach().requires_grad_(True) if _needs(x) else x for x in inputs]
+    with enable_grad():
+        outputs = _as_outputs(fn(*leaves))
+    if upstreams is None:
+        upstreams = [rng.standard_normal(out.shape) for out in outputs]
+    total = None
+    for out, v in zip(outputs, upstreams):
+        if out.requires_grad:
+            term = (out * Tensor(v.astype(out.dtype))).sum()
+            total = term if total is None else total + term
+    if total is not None:
+        total.backward()
+    grads = [
+        (leaf.grad.data if leaf.grad is not None else np.zeros(leaf.shape)) if _needs(x) else None
+        for x, leaf in zip(inputs, leaves)
+    ]
+    return grads, upstreams
+
+
+def _needs(x) -> bool:
+    return isinstance(x, Tensor) and x.requires_grad
+
+
+def _objective(fn: Callable, inputs: list, upstreams: list[np.ndarray]) -> float:
+    with no_grad():
+        outputs = _as_outputs(fn(*inputs))
+    return float(sum(np.sum(out.data * v) for out, v in zip(outputs, upstreams)))
+
+
+def _report(i, index, analytic, numeric, what="") -> GradcheckError:
+    return GradcheckError(
+        f"gradient mismatch for input {i}{what} at index {index}: "
+        f"analytic {analytic!r}, numerical {numeric!r}"
+    )
+
+
+def gradcheck(
+    fn: Callable,
+    inputs: Sequence,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    raise_exception: bool = True,
+    seed: int = 0,
+) -> bool:
+    """Compare analytic gradients of `fn(*inputs)` with central differences, element by
+    element, for every input tensor that requires grad (those must be float64).
+
+    Returns True, or raises GradcheckError naming the worst element (input, index, analytic
+    value, numerical value); with `raise_exception=False` returns False instead."""
+    inputs = _checked_inputs(inputs)
+    rng = np.random.default_rng(seed)
+    analytic, upstreams = _analytic(fn, inputs, None, rng)
+    for i, x in enumerate(inputs):
+        if analytic[i] is None:
+            continue
+        probe = x.detach().clone()
+        flat = probe.data.reshape(-1)  # probe is contiguous: this writes through
+        numeric = np.empty(flat.size)
+        trial = list(inputs)
+        trial[i] = probe
+        for k in range(flat.size):
+            original = flat[k]
+            flat[k] = original + eps
+            plus = _objective(fn, trial, upstreams)
+            flat[k] = original - eps
+            minus = _objective(fn, trial, upstreams)
+            flat[k] = original
+            numeric[k] = (plus - minus) / (2 * eps)
+        numeric = numeric.reshape(x.shape)
+        excess = np.abs(analytic[i] - numeric) - (atol + rtol * np.abs(numeric))
+        if excess.size and (excess.max() > 0 or not np.all(np.isfinite(analytic[i]))):
+            worst = np.unravel_index(np.nanargmax(np.where(np.isfinite(excess), excess,
+                                                           np.inf)), x.shape)
+            if raise_exception:
+                raise _report(i, worst, analytic[i][worst], numeric[worst])
+            return False
+    return True
+
+
+def gradcheck_directional(
+    fn: Callable,
+    inputs: Sequence,
+    eps: float = 1e-6,
+    atol: float = 1e-5,
+    rtol: float = 1e-3,
+    directions: int = 2,
+    seed: int = 0,
+) -> bool:
+    """Check <analytic gradient, u> against the directional central difference for random
+    directions u over all inputs at once. Two forward passes per direction."""
+    inputs = _checked_inputs(inputs)
+    rng = np.random.default_rng(seed)
+    analytic, upstreams = _analytic(fn, inputs, None, rng)
+    for d in range(directions):
+        steps = [rng.standard_normal(x.shape) if g is not None else None
+                 for x, g in zip(inputs, analytic)]
+        predicted = sum(float(np.sum(g * u)) for g, u in zip(analytic, steps) if g is not None)
+
+        plus = [Tensor(x.data + eps * u) if u is not None else x for x, u in zip(inputs, steps)]
+        minus = [Tensor(x.data - eps * u) if u is not None else x for x, u in zip(inputs, steps)]
+        numeric = (_objective(fn, plus, upstreams) - _objective(fn, minus, upstreams)) / (2 * eps)
+        if not abs(predicted - numeric) <= atol + rtol * abs(numeric):
+            raise _report("s", f"direction {d}", predicted, numeric, " (directional)")
+    return True

@@ -1,0 +1,100 @@
+"""Every differentiable op, as a function. Those that take a tensor first are also Tensor
+methods (see `TENSOR_METHODS`)."""
+
+from autograd.ops.elementwise import (
+    abs,
+    add,
+    as_tensors,
+    cast,
+    clamp,
+    clip,
+    clone,
+    cos,
+    div,
+    eq,
+    exp,
+    ge,
+    gelu,
+    gt,
+    isfinite,
+    isnan,
+    le,
+    log,
+    logical_and,
+    logical_not,
+    logical_or,
+    lt,
+    maximum,
+    minimum,
+    mul,
+    ne,
+    neg,
+    pow,
+    relu,
+    rsqrt,
+    sigmoid,
+    silu,
+    sin,
+    sqrt,
+    square,
+    sub,
+    tanh,
+    where,
+)
+from autograd.ops.linalg import matmul
+from autograd.ops.reduction import (
+    amax,
+    amin,
+    argmax,
+    argmin,
+    log_softmax,
+    logsumexp,
+    max,
+    mean,
+    min,
+    softmax,
+    std,
+    sum,
+    var,
+)
+from autograd.ops.shape import (
+    broadcast_to,
+    cat,
+    chunk,
+    concatenate,
+    expand,
+    flatten,
+    gather,
+    getitem,
+    index_key,
+    pad,
+    permute,
+    reshape,
+    split,
+    squeeze,
+    stack,
+    transpose,
+    unsqueeze,
+    view,
+)
+from autograd.tensor import Tensor
+
+TENSOR_METHODS = {
+    "abs": abs, "add": add, "sub": sub, "mul": mul, "div": div, "pow": pow, "neg": neg,
+    "exp": exp, "log": log, "sqrt": sqrt, "rsqrt": rsqrt, "square": square, "sin": sin,
+    "cos": cos, "tanh": tanh, "sigmoid": sigmoid, "relu": relu, "silu": silu,
+    "gelu": gelu, "clamp": clamp, "clip": clip, "maximum": maximum, "minimum": minimum,
+    "matmul": matmul, "sum": sum, "mean": mean, "var": var, "std": std, "max": max,
+    "min": min, "amax": amax, "amin": amin, "logsumexp": logsumexp, "softmax": softmax,
+    "log_softmax": log_softmax, "argmax": argmax, "argmin": argmin, "reshape": reshape,
+    "view": view, "flatten": flatten, "squeeze": squeeze, "unsqueeze": unsqueeze,
+    "permute": permute, "transpose": transpose, "expand": expand,
+    "broadcast_to": broadcast_to, "split": split, "chunk": chunk, "gather": gather,
+    "isfinite": isfinite, "isnan": isnan, "eq": eq, "ne": ne, "lt": lt, "le": le,
+    "gt": gt, "ge": ge,
+}
+
+for _name, _function in TENSOR_METHODS.items():
+    setattr(Tensor, _name, _function)
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,255 @@
+"""Reductions over `dim` (PyTorch's names; NumPy's `axis`/`keepdims` are accepted too):
+sum, mean, var, std, max/min, amax/amin, logsumexp, softmax, log_softmax, argmax/argmin."""
+
+from __future__ import annotations
+
+import builtins
+from collections import namedtuple
+
+import numpy as np
+
+from autograd.function import Function
+from autograd.tensor import Tensor
+
+Dim = int | tuple[int, ...] | None
+
+
+def normalize_dims(dim: Dim, ndim: int) -> tuple[int, ...]:
+    """Reduction dims as a sorted tuple of non-negative ints (None means all)."""
+    if dim is None:
+        return tuple(range(ndim))
+    dims = (dim,) if isinstance(dim, (int, np.integer)) else tuple(dim)
+    out = []
+    for d in dims:
+        size = builtins.max(ndim, 1)
+        if not -size <= d < size:
+            raise IndexError(f"dim {d} is out of range for a tensor with {ndim} dims")
+        out.append(int(d) % size)
+    if len(set(out)) != len(out):
+        raise ValueError(f"dim {dim} repeats a dimension")
+    return tuple(sorted(out)) if ndim else ()
+
+
+def _resolve(dim, keepdim, axis, keepdims):
+    """Accept NumPy's spellings `axis` and `keepdims` beside PyTorch's `dim` and `keepdim`."""
+    return (dim if axis is None else axis), bool(keepdim or keepdims)
+
+
+def expand_reduced(grad, shape, dims, keepdim):
+    """Broadcast a reduced gradient back over the reduced dims of `shape`."""
+    if not keepdim:
+        grad = np.expand_dims(grad, dims)
+    return np.broadcast_to(grad, shape)
+
+
+class Sum(Function):
+    def __init__(self, dims, keepdim) -> None:
+        self.dims, self.keepdim = dims, keepdim
+
+    def forward(self, a):
+        self.shape = a.shape
+        return np.asarray(a.sum(axis=self.dims, keepdims=self.keepdim))
+
+    def backward(self, grad):  # every element contributes once
+        return expand_reduced(grad, self.shape, self.dims, self.keepdim)
+
+
+class Mean(Function):
+    def __init__(self, dims, keepdim) -> None:
+        self.dims, self.keepdim = dims, keepdim
+
+    def forward(self, a):
+        self.shape = a.shape
+        self.count = int(np.prod([a.shape[d] for d in self.dims]))
+        return np.asarray(a.mean(axis=self.dims, keepdims=self.keepdim))
+
+    def backward(self, grad):  # each element contributes 1/count
+        return expand_reduced(grad / self.count, self.shape, self.dims, self.keepdim)
+
+
+class Var(Function):
+    def __init__(self, dims, correction, keepdim) -> None:
+        self.dims, self.correction, self.keepdim = dims, correction, keepdim
+
+    def forward(self, a):
+        count = int(np.prod([a.shape[d] for d in self.dims]))
+        self.centered = a - a.mean(axis=self.dims, keepdims=True)
+        self.denominator = builtins.max(count - self.correction, 0)
+        squares = np.sum(self.centered * self.centered, axis=self.dims, keepdims=self.keepdim)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.asarray(squares / self.denominator)
+
+    def backward(self, grad):  # d var = 2 (a - mean) / (N - correction) da
+        grad = grad if self.keepdim else np.expand_dims(grad, self.dims)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return grad * self.centered * (2 / self.denominator)
+
+
+class AMax(Function):
+    def __init__(self, dims, keepdim, largest: bool) -> None:
+        self.dims, self.keepdim, self.largest = dims, keepdim, largest
+
+    def forward(self, a):
+        reduce = np.max if self.largest else np.min
+        out = np.asarray(reduce(a, axis=self.dims, keepdims=self.keepdim))
+        self.save_for_backward(a)
+        self.out = out
+        return out
+
+    def backward(self, grad):  # shared evenly among the elements that reach the extreme
+        (a,) = self.saved
+        out = self.out if self.keepdim else np.expand_dims(self.out, self.dims)
+        winners = a == out
+        grad = grad if self.keepdim else np.expand_dims(grad, self.dims)
+        return grad * winners / winners.sum(axis=self.dims, keepdims=True)
+
+
+class LogSumExp(Function):
+    def __init__(self, dims, keepdim) -> None:
+        self.dims, self.keepdim = dims, keepdim
+
+    def forward(self, a):
+        peak = np.max(a, axis=self.dims, keepdims=True)
+        peak = np.where(np.isfinite(peak), peak, 0)
+        total = np.sum(np.exp(a - peak), axis=self.dims, keepdims=True)
+        out = np.log(total) + peak
+        self.softmax = np.exp(a - out)
+        return out if self.keepdim else np.squeeze(out, axis=self.dims)
+
+    def backward(self, grad):  # d logsumexp = softmax da
+        grad = grad if self.keepdim else np.expand_dims(grad, self.dims)
+        return grad * self.softmax
+
+
+class Softmax(Function):
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def forward(self, a):
+        shifted = np.exp(a - np.max(a, axis=self.dim, keepdims=True))
+        out = shifted / np.sum(shifted, axis=self.dim, keepdims=True)
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):  # d softmax = s * (g - sum(g s))
+        (out,) = self.saved
+        return out * (grad - np.sum(grad * out, axis=self.dim, keepdims=True))
+
+
+class LogSoftmax(Function):
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    def forward(self, a):
+        shifted = a - np.max(a, axis=self.dim, keepdims=True)
+        out = shifted - np.log(np.sum(np.exp(shifted), axis=self.dim, keepdims=True))
+        self.save_for_backward(out)
+        return out
+
+    def backward(self, grad):  # d log_softmax = g - softmax * sum(g)
+        (out,) = self.saved
+        return grad - np.exp(out) * np.sum(grad, axis=self.dim, keepdims=True)
+
+
+# ---- public functions ---------------------------------------------------------------------
+
+
+def sum(a: Tensor, dim: Dim = None, keepdim: bool = False, *, axis=None, keepdims=False):
+    dim, keepdim = _resolve(dim, keepdim, axis, keepdims)
+    return Sum.apply(a, dims=normalize_dims(dim, a.ndim), keepdim=keepdim)
+
+
+def mean(a: Tensor, dim: Dim = None, keepdim: bool = False, *, axis=None, keepdims=False):
+    dim, keepdim = _resolve(dim, keepdim, axis, keepdims)
+    return Mean.apply(a, dims=normalize_dims(dim, a.ndim), keepdim=keepdim)
+
+
+def var(a: Tensor, dim: Dim = None, *, correction: int = 1, keepdim: bool = False,
+        unbiased: bool | None = None, axis=None, keepdims=False, ddof: int | None = None):
+    """Variance with Bessel's correction by default (PyTorch); `ddof` is NumPy's name."""
+    dim, keepdim = _resolve(dim, keepdim, axis, keepdims)
+    if unbiased is not None:
+        correction = int(unbiased)
+    if ddof is not None:
+        correction = ddof
+    return Var.apply(a, dims=normalize_dims(dim, a.ndim), correction=correction, keepdim=keepdim)
+
+
+def std(a: Tensor, dim: Dim = None, *, correction: int = 1, keepdim: bool = False,
+        unbiased: bool | None = None, axis=None, keepdims=False, ddof: int | None = None):
+    return var(a, dim, correction=correction, keepdim=keepdim, unbiased=unbiased, axis=axis,
+               keepdims=keepdims, ddof=ddof).sqrt()
+
+
+def amax(a: Tensor, dim: Dim = None, keepdim: bool = False, *, axis=None, keepdims=False):
+    dim, keepdim = _resolve(dim, keepdim, axis, keepdims)
+    return AMax.apply(a, dims=normalize_dims(dim, a.ndim), keepdim=keepdim, largest=True)
+
+
+def amin(a: Tensor, dim: Dim = None, keepdim: bool = False, *, axis=None, keepdims=False):
+    dim, keepdim = _resolve(dim, keepdim, axis, keepdims)
+    return AMax.apply(a, dims=normalize_dims(dim, a.ndim), keepdim=keepdim, largest=False)
+
+
+MaxResult = namedtuple("MaxResult", ["values", "indices"])
+
+
+def _extreme(a: Tensor, dim, keepdim, largest: bool, other=None):
+    if isinstance(other, Tensor):  # max(a, b) is the elementwise maximum, as in PyTorch
+        from autograd.ops.elementwise import maximum, minimum
+
+        return maximum(a, other) if largest else minimum(a, other)
+    if dim is None:
+        return amax(a) if largest else amin(a)
+    from autograd.ops.shape import gather
+
+    dim = normalize_dims(dim, a.ndim)[0]
+    pick = np.argmax if largest else np.argmin
+    indices = np.expand_dims(pick(a.data, axis=dim), dim)
+    values = gather(a, dim, indices)
+    if not keepdim:
+        values, indices = values.squeeze(dim), np.squeeze(indices, dim)
+    return MaxResult(values, Tensor._wrap(indices.astype(np.int64)))
+
+
+def max(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=False):
+    """max over everything (a tensor), over `dim` ((values, indices), as in PyTorch), or
+    the elementwise maximum with another tensor."""
+    dim, keepdim = _resolve(dim, keepdim, axis, keepdims)
+    if isinstance(dim, Tensor):
+        return _extreme(a, None, keepdim, True, other=dim)
+    return _extreme(a, dim, keepdim, True)
+
+
+def min(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=False):
+    dim, keepdim = _resolve(dim, keepdim, axis, keepdims)
+    if isinstance(dim, Tensor):
+        return _extreme(a, None, keepdim, False, other=dim)
+    return _extreme(a, dim, keepdim, False)
+
+
+def logsumexp(a: Tensor, dim: Dim, keepdim: bool = False) -> Tensor:
+    return LogSumExp.apply(a, dims=normalize_dims(dim, a.ndim), keepdim=keepdim)
+
+
+def softmax(a: Tensor, dim: int = -1) -> Tensor:
+    return Softmax.apply(a, dim=normalize_dims(dim, a.ndim)[0] if a.ndim else None)
+
+
+def log_softmax(a: Tensor, dim: int = -1) -> Tensor:
+    return LogSoftmax.apply(a, dim=normalize_dims(dim, a.ndim)[0] if a.ndim else None)
+
+
+def _arg(pick):
+    def arg(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
+        if dim is None:
+            return Tensor._wrap(np.asarray(pick(a.data), dtype=np.int64))
+        return Tensor._wrap(pick(a.data, axis=dim, keepdims=keepdim).astype(np.int64))
+
+    arg.__name__ = pick.__name__
+    arg.__doc__ = f"Index of the {pick.__name__[3:]}imum (an int64 tensor without gradient)."
+    return arg
+
+
+argmax = _arg(np.argmax)
+argmin = _arg(np.argmin)

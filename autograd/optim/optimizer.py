@@ -1,0 +1,102 @@
+"""`Optimizer`: parameter groups, per-parameter state, zero_grad and state_dict (PyTorch's
+layout, so a run can resume exactly)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from autograd.tensor import Tensor
+
+
+class Optimizer:
+    """Base class. Subclasses implement `step()` reading `param_groups` and `state`."""
+
+    def __init__(self, params: Iterable[Tensor] | Iterable[dict], defaults: dict) -> None:
+        self.defaults = defaults
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: dict[Tensor, dict[str, Any]] = {}
+        params = list(params)
+        if not params:
+            raise ValueError("optimizer got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def add_param_group(self, group: dict) -> None:
+        group = dict(group)
+        params = group["params"]
+        group["params"] = [params] if isinstance(params, Tensor) else list(params)
+        for p in group["params"]:
+            if not isinstance(p, Tensor) or not p.requires_grad:
+                raise ValueError("optimizers can only update tensors that require grad")
+        known = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in known for p in group["params"]):
+            raise ValueError("a parameter appears in more than one parameter group")
+        for key, value in self.defaults.items():
+            group.setdefault(key, value)
+        self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if set_to_none:
+                    p.grad = None
+                elif p.grad is not None:
+                    p.grad.data = np.zeros_like(p.grad.data)
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def _params_with_grad(self, group: dict):
+        for p in group["params"]:
+            if p.grad is not None:
+                p._version_counter.value += 1  # the update below changes p in place
+                yield p, p.grad.data, self.state.setdefault(p, {})
+
+    def state_dict(self) -> dict:
+        """{'state': {index: {...}}, 'param_groups': [{..., 'params': [index, ...]}]}, with
+        parameters numbered in group order, as PyTorch does."""
+        index = {}
+        groups = []
+        for group in self.param_groups:
+            numbered = {**group, "params": []}
+            for p in group["params"]:
+                index.setdefault(id(p), len(index))
+                numbered["params"].append(index[id(p)])
+            groups.append(numbered)
+        state = {index[id(p)]: {k: (v.copy() if isinstance(v, np.ndarray) else v)
+                                for k, v in s.items()}
+                 for p, s in self.state.items() if id(p) in index}
+        return {"state": state, "param_groups": copy.deepcopy(groups)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer "
+                             f"has {len(self.param_groups)}")
+        params = []
+        for saved, group in zip(groups, self.param_groups):
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError("state_dict's parameter groups differ in size from the "
+                                 "optimizer's")
+            params.extend(zip(saved["params"], group["params"]))
+            group.update({k: v for k, v in saved.items() if k != "params"})
+        self.state = {}
+        saved_state = {int(k): v for k, v in state_dict["state"].items()}
+        for number, p in params:
+            if number in saved_state:
+                self.state[p] = {
+                    k: (np.array(v, dtype=p.dtype) if isinstance(v, np.ndarray) else v)
+                    for k, v in saved_state[number].items()
+                }
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            lines.extend(f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params")
+        return "\n".join(lines) + "\n)"

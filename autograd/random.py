@@ -1,0 +1,30 @@
+"""The default random generator: every random draw in the library goes through a
+`numpy.random.Generator`, either one passed as `generator=` or this seeded default."""
+
+from __future__ import annotations
+
+import numpy as np
+
+_default = np.random.default_rng(0)
+
+
+def manual_seed(seed: int) -> np.random.Generator:
+    """Reseed the default generator (used when no `generator=` is given); returns it."""
+    global _default
+    _default = np.random.default_rng(seed)
+    return _default
+
+
+def default_generator() -> np.random.Generator:
+    return _default
+
+
+def resolve(generator: np.random.Generator | None) -> np.random.Generator:
+    """The generator to draw from: the one given, else the default."""
+    if generator is None:
+        return _default
+    if not isinstance(generator, np.random.Generator):
+        raise TypeError(
+            f"generator must be a numpy.random.Generator, got {type(generator).__name__}"
+        )
+    return generator

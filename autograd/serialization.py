@@ -1,0 +1,108 @@
+"""`save(obj, path)` / `load(path)`: nested dicts (and lists/tuples) of arrays, tensors and
+Python scalars in one `.npz` file, without pickle, written atomically.
+
+Every leaf array is stored under its path in the tree ("model/conv.weight"); a JSON
+manifest stored beside them records the tree's structure and the Python types of scalars.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from autograd.tensor import Tensor
+
+_MANIFEST = "__manifest__"
+
+
+def _flatten(obj: Any, path: str, arrays: dict[str, np.ndarray]) -> Any:
+    """The manifest entry for `obj`; its arrays go into `arrays` under their paths."""
+    if isinstance(obj, Tensor):
+        arrays[path] = obj.data
+        return {"tensor": path}
+    if isinstance(obj, np.ndarray):
+        arrays[path] = obj
+        return {"array": path}
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        if isinstance(obj, float) and not np.isfinite(obj):
+            return {"float": repr(obj)}
+        return {"value": obj}
+    if isinstance(obj, dict):
+        items = []
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)) or isinstance(key, bool):
+                raise TypeError(f"save: dict keys must be str or int, got {key!r} at {path!r}")
+            items.append([key, _flatten(value, f"{path}/{key}", arrays)])
+        return {"dict": items}
+    if isinstance(obj, (list, tuple)):
+        kind = "list" if isinstance(obj, list) else "tuple"
+        return {kind: [_flatten(v, f"{path}/{i}", arrays) for i, v in enumerate(obj)]}
+    raise TypeError(f"save: cannot store a {type(obj).__name__} (at {path!r})")
+
+
+def _unflatten(entry: dict, arrays) -> Any:
+    (kind, value), = entry.items()
+    if kind == "tensor":
+        return Tensor(arrays[value])
+    if kind == "array":
+        return arrays[value]
+    if kind == "value":
+        return value
+    if kind == "float":
+        return float(value)
+    if kind == "dict":
+        return {key: _unflatten(item, arrays) for key, item in value}
+    if kind == "list":
+        return [_unflatten(item, arrays) for item in value]
+    if kind == "tuple":
+        return tuple(_unflatten(item, arrays) for item in value)
+    raise ValueError(f"unknown manifest entry {kind!r}")
+
+
+def save(obj: Any, path: str | os.PathLike) -> None:
+    """Write `obj` to `path` atomically: a temporary file in the same folder, then rename,
+    so a crash never leaves a half-written file under `path`."""
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    manifest = _flatten(obj, "", arrays)
+    stored = {f"a{i}": array for i, array in enumerate(arrays.values())}
+    names = dict(zip(arrays, stored))
+    stored[_MANIFEST] = np.array(json.dumps({"tree": manifest, "names": names}))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
+                                             dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            np.savez(file, **stored)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load(path: str | os.PathLike) -> Any:
+    """Read what `save` wrote. A missing, truncated or corrupt file raises an error that
+    names the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            stored = {name: archive[name] for name in archive.files}
+        header = json.loads(str(stored.pop(_MANIFEST)))
+        arrays = {key: stored[name] for key, name in header["names"].items()}
+        return _unflatten(header["tree"], arrays)
+    except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, TypeError) as error:
+        raise ValueError(
+            f"{path} is not a readable autograd.save file (truncated or corrupt?): {error}"
+        ) from None

@@ -1,0 +1,3 @@
+from tinydiff.cli import main
+
+raise SystemExit(main())
