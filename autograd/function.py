@@ -51,7 +51,12 @@ class Function:
         fn = cls(**params)
         record = is_grad_enabled() and any(t.requires_grad for t in inputs)
         fn.needs_input_grad = tuple(record and t.requires_grad for t in inputs)
-        output = Tensor._wrap(fn.forward(*(t.data for t in inputs)), requires_grad=record)
+        try:
+            result = fn.forward(*(t.data for t in inputs))
+        except ValueError as error:  # name the shapes involved (broadcasting, reshapes...)
+            shapes = ", ".join(str(t.shape) for t in inputs)
+            raise ValueError(f"{fn.name} on shapes {shapes}: {error}") from None
+        output = Tensor._wrap(result, requires_grad=record)
         if cls.is_view:
             output._version_counter = inputs[0]._version_counter
         if record:

@@ -110,10 +110,10 @@ def gradcheck(
         numeric = numeric.reshape(x.shape)
         excess = np.abs(analytic[i] - numeric) - (atol + rtol * np.abs(numeric))
         if excess.size and (excess.max() > 0 or not np.all(np.isfinite(analytic[i]))):
-            worst = np.unravel_index(np.nanargmax(np.where(np.isfinite(excess), excess,
-                                                           np.inf)), x.shape)
+            flat_worst = np.argmax(np.where(np.isfinite(excess), excess, np.inf))
+            worst = tuple(int(k) for k in np.unravel_index(flat_worst, x.shape))
             if raise_exception:
-                raise _report(i, worst, analytic[i][worst], numeric[worst])
+                raise _report(i, worst, float(analytic[i][worst]), float(numeric[worst]))
             return False
     return True
 
