@@ -30,6 +30,7 @@ from autograd.creation import (
 from autograd.function import Function
 from autograd.grad_mode import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from autograd.gradcheck import GradcheckError, gradcheck, gradcheck_directional
+from autograd.kernels.threads import get_num_threads, set_num_threads
 from autograd.ops import *  # noqa: F403  (every op as autograd.<name>)
 from autograd.random import default_generator, manual_seed
 from autograd.serialization import load, save

@@ -20,4 +20,4 @@ def get_array_module(*arrays) -> ModuleType:
 
 
 def is_floating(dtype) -> bool:
-    return np.issubdtype(dtype, np.floating)
+    return np.dtype(dtype).kind == "f"

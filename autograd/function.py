@@ -70,11 +70,11 @@ class Function:
     def _connect(self, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         self.parents = tuple(t._grad_node() for t in inputs)
         self.input_meta = tuple((t.data.shape, t.data.dtype) for t in inputs)
+        owners = {id(t.data): t for t in (*inputs, output)}
         self.saved_versions = [
-            (t, t._version_counter.value)
+            (owners[id(array)], owners[id(array)]._version_counter.value)
             for array in self.saved
-            for t in (*inputs, output)
-            if array is t.data
+            if id(array) in owners
         ]
         self.released = False
         output.grad_fn = self

@@ -1,17 +1,268 @@
-"""The `tinydiff` command line."""
+"""The `tinydiff` command line: train | sample | eval | plot-schedule."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from tinydiff.training import TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def add_train_parser(commands) -> None:
+    from tinydiff.models import PRESETS
+
+    p = commands.add_parser("train", help="train a diffusion model on MNIST",
+                            description="Train a DDPM UNet on MNIST; writes DIR/ckpt.npz, "
+                            "DIR/loss.csv, DIR/loss.png and DIR/samples.png.")
+    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--preset", default=DEFAULTS.model, choices=sorted(PRESETS),
+                   help="model configuration (default %(default)s)")
+    p.add_argument("--steps", type=non_negative_int, default=DEFAULTS.steps,
+                   help="total optimizer steps (default %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
+    p.add_argument("--lr", type=positive_float, default=DEFAULTS.lr)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=DEFAULTS.lr_schedule)
+    p.add_argument("--warmup-steps", type=non_negative_int, default=DEFAULTS.warmup_steps)
+    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+    p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip,
+                   help="max gradient norm; 0 disables clipping")
+    p.add_argument("--ema-power", type=positive_float, default=DEFAULTS.ema_power,
+                   help="EMA warm-up power (2/3 short runs, 3/4 long runs)")
+    p.add_argument("--prediction-type", choices=["epsilon", "sample", "v_prediction"],
+                   default=DEFAULTS.prediction_type)
+    p.add_argument("--loss-weighting", choices=["uniform", "min_snr"],
+                   default=DEFAULTS.loss_weighting)
+    p.add_argument("--snr-gamma", type=positive_float, default=DEFAULTS.snr_gamma)
+    p.add_argument("--beta-schedule", default=DEFAULTS.beta_schedule,
+                   choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"])
+    p.add_argument("--class-conditional", action="store_true",
+                   help="condition on digit labels (enables --class and --guidance)")
+    p.add_argument("--label-dropout", type=float, default=DEFAULTS.label_dropout)
+    p.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    p.add_argument("--checkpoint-every", type=positive_int, default=DEFAULTS.checkpoint_every)
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="also keep DIR/ckpt-STEP.npz at every checkpoint")
+    p.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
+    p.add_argument("--sample-n", type=non_negative_int, default=64,
+                   help="samples in the final grid, DIR/samples.png (0: none)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads (default: all)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run_train)
+
+
+def add_sample_parser(commands) -> None:
+    p = commands.add_parser("sample", help="sample images from a checkpoint",
+                            description="Sample from a checkpoint's EMA weights.")
+    p.add_argument("--ckpt", required=True, type=Path)
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    p.add_argument("--steps", type=positive_int, default=50, help="inference steps")
+    p.add_argument("--n", type=positive_int, default=64, help="number of samples")
+    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic)")
+    p.add_argument("--class", dest="class_label", type=int,
+                   help="digit to generate (class-conditional checkpoints)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid")
+    p.add_argument("--npz", type=Path, help="also save the raw samples here")
+    p.add_argument("--trajectory", type=Path, help="also save the refinement figure here")
+    p.add_argument("--no-ema", action="store_true", help="use the raw weights")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--threads", type=positive_int)
+    p.set_defaults(run=run_sample)
+
+
+def add_eval_parser(commands) -> None:
+    p = commands.add_parser("eval", help="score samples: MNIST-FID, confidence, NLL",
+                            description="Sample from a checkpoint (or read --samples) and "
+                            "report MNIST-FID, classifier confidence, the class histogram "
+                            "and optionally the test NLL in bits/dim.")
+    p.add_argument("--ckpt", type=Path, help="checkpoint to sample from")
+    p.add_argument("--samples", type=Path, help="a .npz of samples (from `sample --npz`)")
+    p.add_argument("--n", type=positive_int, default=2000, help="samples to draw")
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
+    p.add_argument("--steps", type=positive_int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nll-images", type=non_negative_int, default=0,
+                   help="test images for the NLL bound (each costs T model calls; 0 skips)")
+    p.add_argument("--threads", type=positive_int)
+    p.set_defaults(run=run_eval)
+
+
+def add_plot_schedule_parser(commands) -> None:
+    p = commands.add_parser("plot-schedule", help="plot noise schedules",
+                            description="Plot sqrt(alpha_bar) and sqrt(1 - alpha_bar).")
+    p.add_argument("--schedules", nargs="+", default=["linear", "squaredcos_cap_v2"],
+                   choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"])
+    p.add_argument("--timesteps", type=positive_int, default=1000)
+    p.add_argument("--out", type=Path, default=Path("schedules.png"))
+    p.set_defaults(run=run_plot_schedule)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tinydiff",
-        description="Train and sample tiny DDPM diffusion models on the CPU.",
-    )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+        prog="tinydiff", description="Train and sample tiny DDPM diffusion models on the CPU.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_train_parser(commands)
+    add_sample_parser(commands)
+    add_eval_parser(commands)
+    add_plot_schedule_parser(commands)
     return parser
+
+
+# ---- commands -----------------------------------------------------------------------------
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from tinydiff.training import Trainer
+
+    names = {f.name for f in fields(TrainConfig)}
+    settings = {key: value for key, value in vars(args).items() if key in names}
+    settings["model"] = args.preset
+    settings["data_dir"] = str(args.data_dir) if args.data_dir else None
+    checkpoint = args.out / "ckpt.npz"
+    if args.resume:
+        trainer = Trainer.resume(checkpoint, steps=args.steps)
+        print(f"resuming {checkpoint} at step {trainer.step} of {args.steps}")
+    else:
+        if checkpoint.exists():
+            raise SystemExit(f"tinydiff: error: {checkpoint} exists; pass --resume to continue "
+                             "it or choose another --out")
+        trainer = Trainer(TrainConfig(**settings))
+    from tinydiff.models import count_parameters
+
+    print(f"model {trainer.config.model}: {count_parameters(trainer.model):,} parameters; "
+          f"{trainer.config.steps} steps of batch {trainer.config.batch_size}")
+    trainer.train(args.out, progress=not args.no_progress)
+    print(f"saved {checkpoint}")
+    if args.sample_n:
+        grid = args.out / "samples.png"
+        sample_to_files(checkpoint, n=args.sample_n, out=grid)
+        print(f"saved {grid}")
+    return 0
+
+
+def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps: int = 50,
+                    eta: float = 0.0, class_label: int | None = None,
+                    guidance: float | None = None, seed: int = 0, npz: Path | None = None,
+                    trajectory: Path | None = None, use_ema: bool = True,
+                    batch_size: int = 256) -> np.ndarray:
+    """Sample `n` images from a checkpoint and write the PNG grid (and .npz, trajectory)."""
+    import autograd
+    from tinydiff.plots import plot_trajectory, save_image_grid
+    from tinydiff.samplers import sample
+    from tinydiff.training import load_for_sampling
+
+    model, schedule, prediction_type, _ = load_for_sampling(ckpt, use_ema=use_ema)
+    conditional = model.config.num_classes is not None
+    if (class_label is not None or guidance is not None) and not conditional:
+        raise ValueError(f"{ckpt} holds an unconditional model: --class and --guidance need "
+                         "one trained with --class-conditional")
+    if class_label is not None and not 0 <= class_label < model.config.num_classes:
+        raise ValueError(f"--class must be in [0, {model.config.num_classes}), got {class_label}")
+    generator = np.random.default_rng(seed)
+    size = model.config.image_size
+    batches, trajectories = [], None
+    for start in range(0, n, batch_size):
+        count = min(batch_size, n - start)
+        cond, null_cond = {}, None
+        if conditional:
+            labels = (np.full(count, class_label) if class_label is not None
+                      else np.arange(start, start + count) % model.config.num_classes)
+            cond["class_labels"] = labels.astype(np.int64)
+            null_cond = {"class_labels": model.config.num_classes}
+        with autograd.no_grad():
+            result = sample(model, schedule, (count, model.config.in_channels, size, size),
+                            sampler=sampler, num_inference_steps=steps, generator=generator,
+                            eta=eta, prediction_type=prediction_type,
+                            guidance_scale=guidance if conditional else None,
+                            null_cond=null_cond if guidance is not None else None,
+                            return_trajectory=trajectory is not None and start == 0, **cond)
+        if isinstance(result, tuple):
+            result, trajectories = result
+        batches.append(result)
+    images = np.concatenate(batches)
+    save_image_grid(images, out)
+    if npz is not None:
+        np.savez(npz, samples=images)
+    if trajectory is not None and trajectories is not None:
+        plot_trajectory(trajectories.timesteps, trajectories.samples,
+                        trajectories.pred_original_samples, trajectory)
+    return images
+
+
+def run_sample(args: argparse.Namespace) -> int:
+    sample_to_files(args.ckpt, n=args.n, out=args.out, sampler=args.sampler, steps=args.steps,
+                    eta=args.eta, class_label=args.class_label, guidance=args.guidance,
+                    seed=args.seed, npz=args.npz, trajectory=args.trajectory,
+                    use_ema=not args.no_ema, batch_size=args.batch_size)
+    print(f"saved {args.out}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from tinydiff.eval import evaluate_samples, nll_bits_per_dim
+
+    if (args.ckpt is None) == (args.samples is None):
+        raise ValueError("eval needs exactly one of --ckpt (sample from it) or --samples")
+    if args.samples is not None:
+        with np.load(args.samples) as archive:
+            samples = archive["samples"]
+    else:
+        grid = args.ckpt.parent / f"eval-{args.sampler}{args.steps}-samples.png"
+        samples = sample_to_files(args.ckpt, n=args.n, out=grid, sampler=args.sampler,
+                                  steps=args.steps, seed=args.seed)
+    for line in evaluate_samples(samples, seed=args.seed).lines():
+        print(line)
+    if args.nll_images:
+        if args.ckpt is None:
+            raise ValueError("--nll-images needs --ckpt")
+        from tinydiff.data import load_mnist
+        from tinydiff.training import load_for_sampling
+
+        model, schedule, prediction_type, _ = load_for_sampling(args.ckpt)
+        images = load_mnist("test")[0][: args.nll_images]
+        mean, error = nll_bits_per_dim(model, schedule, images, prediction_type,
+                                       seed=args.seed)
+        print(f"NLL bound: {mean:.3f} +- {error:.3f} bits/dim ({len(images)} test images)")
+    return 0
+
+
+def run_plot_schedule(args: argparse.Namespace) -> int:
+    from tinydiff.plots import plot_schedules
+    from tinydiff.schedules import NoiseSchedule
+
+    schedules = {name: NoiseSchedule(args.timesteps, beta_schedule=name)
+                 for name in args.schedules}
+    print(f"saved {plot_schedules(schedules, args.out)}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,4 +271,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    return 0
+    if getattr(args, "threads", None):
+        import autograd
+
+        autograd.set_num_threads(args.threads)
+    from tinydiff.data import MNISTError
+    from tinydiff.training import NonFiniteLossError
+
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError, MNISTError, NonFiniteLossError) as error:
+        print(f"tinydiff {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -45,3 +45,74 @@ def plot_schedules(
         axes.grid(alpha=0.3)
     signal_axes.legend()
     return _save(figure, path)
+
+
+def plot_loss_curve(history: Mapping[str, list[float]], path: str | Path) -> Path:
+    """Training loss per step (faint) and its moving average, on a log scale."""
+    steps = np.asarray(history["step"])
+    losses = np.asarray(history["loss"])
+    figure = Figure(figsize=(6, 3.5), layout="constrained")
+    axes = figure.subplots()
+    if losses.size:
+        axes.plot(steps, losses, alpha=0.3, linewidth=0.8, label="loss")
+        window = min(100, losses.size)
+        smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+        axes.plot(steps[window - 1:], smooth, label=f"mean of {window}")
+        axes.set_yscale("log")
+        axes.legend()
+    axes.set_xlabel("step")
+    axes.set_ylabel("training loss")
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def image_grid(images: np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
+    """Tile (N, C, H, W) images in [-1, 1] into one (rows*H, cols*W) or (.., .., C) array in
+    [0, 1], `nrow` images per row (default: a near-square grid)."""
+    images = np.clip((np.asarray(images, dtype=np.float32) + 1) / 2, 0, 1)
+    count, channels, height, width = images.shape
+    columns = nrow or int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    grid = np.ones((channels, rows * (height + padding) + padding,
+                    columns * (width + padding) + padding), dtype=np.float32)
+    for index, image in enumerate(images):
+        top = padding + (index // columns) * (height + padding)
+        left = padding + (index % columns) * (width + padding)
+        grid[:, top:top + height, left:left + width] = image
+    return grid[0] if channels == 1 else grid.transpose(1, 2, 0)
+
+
+def save_image_grid(images: np.ndarray, path: str | Path, nrow: int | None = None,
+                    scale: int = 3) -> Path:
+    """Save (N, C, H, W) images in [-1, 1] as one PNG grid, each pixel `scale` x `scale`."""
+    import matplotlib.image
+
+    grid = image_grid(images, nrow)
+    grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    matplotlib.image.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+    return path
+
+
+def plot_trajectory(timesteps: np.ndarray, samples: np.ndarray, predicted_x0: np.ndarray,
+                    path: str | Path, count: int = 4) -> Path:
+    """The iterative-refinement figure: for `count` samples, x_t (top rows) beside the
+    predicted x0 (bottom rows) at each recorded timestep. samples, predicted_x0:
+    (steps, N, C, H, W)."""
+    steps = len(timesteps)
+    count = min(count, samples.shape[1])
+    figure = Figure(figsize=(1.1 * steps, 2.3 * count), layout="constrained")
+    axes = figure.subplots(2 * count, steps, squeeze=False)
+    for column, t in enumerate(timesteps):
+        for row in range(count):
+            for offset, images, label in ((0, samples, "x_t"), (1, predicted_x0, "x0")):
+                ax = axes[2 * row + offset, column]
+                ax.imshow(np.clip((images[column, row, 0] + 1) / 2, 0, 1), cmap="gray",
+                          vmin=0, vmax=1)
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if column == 0:
+                    ax.set_ylabel(label)
+        axes[0, column].set_title(f"t={int(t)}", fontsize=8)
+    return _save(figure, path)

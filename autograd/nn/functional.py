@@ -5,11 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 from autograd import ops
+from autograd.nn.dropout import dropout
+from autograd.nn.embedding import embedding
 from autograd.ops import gelu, log_softmax, pad, relu, sigmoid, silu, softmax, tanh
+from autograd.ops.attention import scaled_dot_product_attention
+from autograd.ops.conv import conv2d, conv_transpose2d
+from autograd.ops.norm import batch_norm, group_norm, layer_norm
+from autograd.ops.pooling import avg_pool2d, interpolate, max_pool2d
 from autograd.tensor import Tensor
 
 __all__ = ["linear", "relu", "silu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
            "pad", "mse_loss", "cross_entropy", "nll_loss"]
+__all__ += ["group_norm", "layer_norm", "batch_norm", "scaled_dot_product_attention",
+            "dropout", "embedding"]
+__all__ += ["conv2d", "conv_transpose2d", "interpolate", "avg_pool2d", "max_pool2d"]
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -9,6 +9,7 @@ from collections import namedtuple
 import numpy as np
 
 from autograd.function import Function
+from autograd.kernels.softmax import softmax_backward, softmax_forward
 from autograd.tensor import Tensor
 
 Dim = int | tuple[int, ...] | None
@@ -126,13 +127,21 @@ class Softmax(Function):
         self.dim = dim
 
     def forward(self, a):
-        shifted = np.exp(a - np.max(a, axis=self.dim, keepdims=True))
-        out = shifted / np.sum(shifted, axis=self.dim, keepdims=True)
+        # Over a contiguous last axis, the fused kernel (all -inf rows give NaN, as below).
+        self.fused = self.dim == a.ndim - 1 and a.flags.c_contiguous and \
+            a.dtype in (np.float32, np.float64)
+        if self.fused:
+            out = softmax_forward(a, zero_empty_rows=False)
+        else:
+            shifted = np.exp(a - np.max(a, axis=self.dim, keepdims=True))
+            out = shifted / np.sum(shifted, axis=self.dim, keepdims=True)
         self.save_for_backward(out)
         return out
 
     def backward(self, grad):  # d softmax = s * (g - sum(g s))
         (out,) = self.saved
+        if self.fused:
+            return softmax_backward(grad, out)
         return out * (grad - np.sum(grad * out, axis=self.dim, keepdims=True))
 
 

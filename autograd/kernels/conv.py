@@ -1,0 +1,175 @@
+"""im2col and col2im, channels-last: the copies around a convolution's matrix product
+(numba, with a plain-NumPy reference beside each).
+
+Layout: for x of shape (N, H, W, C), the columns are an (N * ho * wo, kh * kw * C) matrix
+whose row (n, y, x) is the receptive field of output pixel (y, x) of image n, tap (i, j)
+then channel c, so `cols @ weight (kh * kw * C, O)` is the output, channels-last. In this
+layout each tap copies C contiguous values (NCHW would copy wo values per tap and row, and
+was 3-4x slower here). im2col pads on the fly (the padded input never exists); col2im is
+its adjoint, a scatter-add back to (N, H, W, C). Convolution, its gradients, the
+transposed convolution and pooling all use these two.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numba
+import numpy as np
+
+from autograd.kernels import use_reference_kernels
+
+# OpenBLAS threads spin for a while after each matrix product; a numba parallel region
+# started then fights them for the 2 cores (measured: 8 ms stalls). Compiled kernels
+# therefore run on the calling thread only; see benchmarks/README.md.
+PARALLEL = False
+
+
+class Window(NamedTuple):
+    """Where each output pixel reads: output pixel (y, x) and kernel tap (i, j) read input
+    pixel (y * stride - pad_before + i * dilation, ...) per spatial dim, with `pad_value`
+    outside the input. `output` is the output's spatial size (ho, wo)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]  # (top, left); the extent below / right is implied by output
+    dilation: tuple[int, int]
+    output: tuple[int, int]
+
+    def scalars(self) -> tuple[int, ...]:
+        """kh, kw, sh, sw, ph, pw, dh, dw, ho, wo: the arguments of the compiled kernels."""
+        return (*self.kernel, *self.stride, *self.padding, *self.dilation, *self.output)
+
+
+# ---- compiled kernels ---------------------------------------------------------------------
+
+
+@numba.njit(parallel=PARALLEL, cache=True)
+def _im2col_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, pad_value, cols):
+    n, h, w, c = x.shape
+    for image_row in numba.prange(n * ho):
+        b = image_row // ho
+        oy = image_row - b * ho
+        for ox in range(wo):
+            field = cols[image_row * wo + ox]
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                for j in range(kw):
+                    ix = ox * sw - pw + j * dw
+                    # Element loops over views, which LLVM vectorises: slice assignment
+                    # was 3.5x slower. (Measured: even renaming these variables can cost
+                    # 3x here; benchmarks/bench_layers.py shows the speedup to keep.)
+                    dst = field[(i * kw + j) * c:(i * kw + j + 1) * c]
+                    if 0 <= iy < h and 0 <= ix < w:
+                        src = x[b, iy, ix]
+                        for k in range(c):
+                            dst[k] = src[k]
+                    else:
+                        for k in range(c):
+                            dst[k] = pad_value
+
+
+@numba.njit(parallel=PARALLEL, cache=True)
+def _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, out):
+    n, h, w, c = out.shape
+    for b in numba.prange(n):  # one image per task: no two tasks write one pixel
+        out[b] = 0
+        for oy in range(ho):
+            for ox in range(wo):
+                row = (b * ho + oy) * wo + ox
+                for i in range(kh):
+                    iy = oy * sh - ph + i * dh
+                    if iy < 0 or iy >= h:
+                        continue
+                    for j in range(kw):
+                        ix = ox * sw - pw + j * dw
+                        if 0 <= ix < w:
+                            start = (i * kw + j) * c
+                            for k in range(c):  # plain indexing: 2.3x faster than views
+                                out[b, iy, ix, k] += cols[row, start + k]
+
+
+# ---- plain references ---------------------------------------------------------------------
+
+
+def _padding_extents(window: Window, size: tuple[int, int]) -> list[tuple[int, int]]:
+    """(before, after) padding per spatial dim that keeps every tap inside the array."""
+    extents = []
+    for k, s, p, d, o, n in zip(window.kernel, window.stride, window.padding,
+                                window.dilation, window.output, size):
+        reach = (o - 1) * s + (k - 1) * d + 1  # rows the windows span, from the padded top
+        extents.append((p, max(0, reach - p - n)))
+    return extents
+
+
+def _tap(window: Window, i: int, j: int) -> tuple[slice, slice, slice]:
+    """The (y, x) slices of the padded input that tap (i, j) reads, one per output pixel."""
+    (sh, sw), (dh, dw), (ho, wo) = window.stride, window.dilation, window.output
+    return (slice(i * dh, i * dh + (ho - 1) * sh + 1, sh),
+            slice(j * dw, j * dw + (wo - 1) * sw + 1, sw), slice(None))
+
+
+def im2col_reference(x: np.ndarray, window: Window, pad_value: float = 0.0) -> np.ndarray:
+    """x (N, H, W, C) -> cols (N * ho * wo, kh * kw * C), with np.pad and strided slices."""
+    n, h, w, c = x.shape
+    (kh, kw), (ho, wo) = window.kernel, window.output
+    padded = np.pad(x, [(0, 0), *_padding_extents(window, (h, w)), (0, 0)],
+                    constant_values=pad_value)
+    cols = np.empty((n, ho, wo, kh, kw, c), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j] = padded[(slice(None), *_tap(window, i, j))]
+    return cols.reshape(n * ho * wo, kh * kw * c)
+
+
+def col2im_reference(cols: np.ndarray, input_shape: tuple[int, ...],
+                     window: Window) -> np.ndarray:
+    """The adjoint of im2col: cols (N * ho * wo, kh * kw * C) -> (N, H, W, C), adding up
+    every tap that read a pixel."""
+    n, h, w, c = input_shape
+    (kh, kw), (ho, wo) = window.kernel, window.output
+    (top, bottom), (left, right) = _padding_extents(window, (h, w))
+    padded = np.zeros((n, top + h + bottom, left + w + right, c), cols.dtype)
+    taps = cols.reshape(n, ho, wo, kh, kw, c)
+    for i in range(kh):
+        for j in range(kw):
+            padded[(slice(None), *_tap(window, i, j))] += taps[:, :, :, i, j]
+    return padded[:, top:top + h, left:left + w].copy()
+
+
+# ---- dispatch -----------------------------------------------------------------------------
+
+
+def _kernel_operand(array: np.ndarray) -> np.ndarray:
+    if array.dtype not in (np.float32, np.float64):
+        raise TypeError(f"conv kernels take float32 or float64 arrays, got {array.dtype}")
+    return np.ascontiguousarray(array)
+
+
+def im2col(x: np.ndarray, window: Window, pad_value: float = 0.0) -> np.ndarray:
+    """x (N, H, W, C) -> cols (N * ho * wo, kh * kw * C): row (n, y, x) holds what kernel
+    taps (i, j) read for output pixel (y, x), `pad_value` outside x."""
+    if use_reference_kernels():
+        return im2col_reference(x, window, pad_value)
+    x = _kernel_operand(x)
+    n, c = x.shape[0], x.shape[3]
+    (kh, kw), (ho, wo) = window.kernel, window.output
+    cols = np.empty((n * ho * wo, kh * kw * c), x.dtype)
+    _im2col_kernel(x, *window.scalars(), pad_value, cols)
+    return cols
+
+
+def col2im(cols: np.ndarray, input_shape: tuple[int, ...], window: Window,
+           out: np.ndarray | None = None) -> np.ndarray:
+    """The adjoint of im2col: cols (N * ho * wo, kh * kw * C) -> (N, H, W, C), written into
+    `out` (C-contiguous, cols' dtype) when given."""
+    if use_reference_kernels():
+        image = col2im_reference(cols, input_shape, window)
+        if out is None:
+            return image
+        out[...] = image
+        return out
+    cols = _kernel_operand(cols)
+    out = np.empty(input_shape, cols.dtype) if out is None else out
+    _col2im_kernel(cols, *window.scalars(), out)
+    return out

@@ -1,0 +1,51 @@
+"""Dropout: zero each element with probability p and scale the survivors by 1 / (1 - p)
+(inverted dropout, so evaluation needs no rescaling). Random draws go through a
+`numpy.random.Generator` (`generator=`, else autograd's seeded default)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autograd import ops
+from autograd.nn.module import Module
+from autograd.random import resolve
+from autograd.tensor import Tensor
+
+
+def dropout_keep_mask(shape: tuple[int, ...], p: float, dtype,
+                      generator: np.random.Generator | None = None) -> np.ndarray:
+    """An array of `shape` that is 1 / (1 - p) where an element is kept (probability
+    1 - p) and 0 where it is dropped; all zeros for p = 1."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if p == 1.0:
+        return np.zeros(shape, dtype)
+    keep = resolve(generator).random(shape, dtype=np.float32) >= p
+    return keep.astype(dtype) * np.asarray(1.0 / (1.0 - p), dtype)
+
+
+def dropout(x: Tensor, p: float = 0.5, training: bool = True,
+            generator: np.random.Generator | None = None) -> Tensor:
+    """x with elements zeroed with probability p and the rest scaled by 1 / (1 - p) when
+    training; x itself otherwise."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return x
+    return ops.mul(x, dropout_keep_mask(x.shape, p, x.dtype, generator))  # d = keep / (1-p)
+
+
+class Dropout(Module):
+    """Dropout in training mode, the identity in evaluation mode."""
+
+    def __init__(self, p: float = 0.5, generator: np.random.Generator | None = None) -> None:
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        self.p, self.generator = p, generator
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dropout(x, self.p, self.training, self.generator)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,0 +1,166 @@
+"""Average and max pooling, and nearest-neighbour resizing.
+
+Pooling reuses the convolution's im2col / col2im (channels-last): the windows of every
+output pixel are a (N*ho*wo, kh*kw, C) array, reduced over the middle axis, and backward
+is col2im of the gradient spread over the window. Like the convolutions, outputs are
+NCHW-shaped views of channels-last arrays.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from autograd.function import Function
+from autograd.kernels.conv import Window, col2im, im2col
+from autograd.ops.conv import channels_first, channels_last, output_size, pair, positive_pair
+from autograd.tensor import Tensor
+
+# ---- pooling ------------------------------------------------------------------------------
+
+
+class AvgPool2d(Function):
+    def __init__(self, window: Window) -> None:
+        self.window = window
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        kernel_taps = self.window.kernel[0] * self.window.kernel[1]
+        taps = im2col(channels_last(x), self.window).reshape(-1, kernel_taps, x.shape[1])
+        out = taps.mean(axis=1, dtype=x.dtype)
+        return channels_first(out.reshape(x.shape[0], *self.window.output, x.shape[1]))
+
+    def backward(self, grad):  # out = mean over the window: each tap gets grad / (kh kw)
+        n, c, h, w = self.input_shape
+        kernel_taps = self.window.kernel[0] * self.window.kernel[1]
+        share = channels_last(grad).reshape(-1, 1, c) / kernel_taps
+        spread = np.broadcast_to(share, (share.shape[0], kernel_taps, c))
+        dcols = np.ascontiguousarray(spread).reshape(share.shape[0], -1)
+        return channels_first(col2im(dcols, (n, h, w, c), self.window))
+
+
+class MaxPool2d(Function):
+    def __init__(self, window: Window) -> None:
+        self.window = window
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        kernel_taps = self.window.kernel[0] * self.window.kernel[1]
+        taps = im2col(channels_last(x), self.window, pad_value=-np.inf)
+        taps = taps.reshape(-1, kernel_taps, x.shape[1])
+        self.argmax = taps.argmax(axis=1)[:, None, :]  # (N*ho*wo, 1, C)
+        out = np.take_along_axis(taps, self.argmax, axis=1)
+        return channels_first(out.reshape(x.shape[0], *self.window.output, x.shape[1]))
+
+    def backward(self, grad):  # out = x[argmax]: the gradient goes to the argmax tap only
+        n, c, h, w = self.input_shape
+        kernel_taps = self.window.kernel[0] * self.window.kernel[1]
+        dcols = np.zeros((self.argmax.shape[0], kernel_taps, c), grad.dtype)
+        np.put_along_axis(dcols, self.argmax, channels_last(grad).reshape(-1, 1, c), axis=1)
+        return channels_first(col2im(dcols.reshape(dcols.shape[0], -1), (n, h, w, c),
+                                     self.window))
+
+
+def _pool_window(op: str, x: Tensor, kernel_size, stride, padding) -> Window:
+    if x.ndim != 4:
+        raise ValueError(f"{op}: expected a 4-D input (N, C, H, W), got shape {x.shape}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"{op}: expected a floating input, got {x.dtype}")
+    kernel = positive_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else positive_pair(stride, "stride")
+    padding = pair(padding, "padding")
+    if min(padding) < 0 or any(2 * p > k for p, k in zip(padding, kernel)):
+        raise ValueError(f"{op}: padding {padding} must be >= 0 and at most half the "
+                         f"kernel {kernel}")
+    total = (2 * padding[0], 2 * padding[1])
+    out_hw = output_size(op, x.shape[2:], kernel, stride, total, (1, 1))
+    return Window(kernel, stride, padding, (1, 1), out_hw)
+
+
+def avg_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
+    """Mean over each kh x kw window (zero padding counted): (N, C, H, W) -> (N, C, ho, wo).
+    stride defaults to kernel_size."""
+    return AvgPool2d.apply(x, window=_pool_window("avg_pool2d", x, kernel_size, stride,
+                                                  padding))
+
+
+def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
+    """Max over each kh x kw window (padding is -inf): (N, C, H, W) -> (N, C, ho, wo).
+    stride defaults to kernel_size."""
+    return MaxPool2d.apply(x, window=_pool_window("max_pool2d", x, kernel_size, stride,
+                                                  padding))
+
+
+# ---- nearest-neighbour resizing -----------------------------------------------------------
+
+
+class NearestResize(Function):
+    """out[..., y, x] = in[..., source_rows[y], source_columns[x]]."""
+
+    def __init__(self, source_rows: np.ndarray, source_columns: np.ndarray) -> None:
+        self.source_rows, self.source_columns = source_rows, source_columns
+
+    def _integer_factors(self, in_hw) -> tuple[int, int] | None:
+        """(fy, fx) when every source pixel is repeated fy x fx times, else None."""
+        factors = tuple(len(index) // n for index, n in
+                        zip((self.source_rows, self.source_columns), in_hw))
+        exact = all(f >= 1 and np.array_equal(index, np.arange(len(index)) // f)
+                    for index, f in zip((self.source_rows, self.source_columns), factors))
+        return factors if exact else None
+
+    def forward(self, x):
+        self.input_shape = x.shape
+        x_last = channels_last(x)
+        factors = self._integer_factors(x.shape[2:])
+        if factors is not None:  # a broadcast copy, no gather
+            fy, fx = factors
+            n, h, w, c = x_last.shape
+            spread = np.broadcast_to(x_last[:, :, None, :, None], (n, h, fy, w, fx, c))
+            out = spread.reshape(n, h * fy, w * fx, c)
+        else:
+            out = x_last[:, self.source_rows[:, None], self.source_columns[None, :]]
+        return channels_first(out)
+
+    def backward(self, grad):  # each source pixel gets the sum over its copies
+        n, c, h, w = self.input_shape
+        grad_last = channels_last(grad)
+        factors = self._integer_factors((h, w))
+        if factors is not None:
+            fy, fx = factors
+            return channels_first(grad_last.reshape(n, h, fy, w, fx, c).sum(axis=(2, 4)))
+        rows = np.zeros((h, len(self.source_rows)), grad.dtype)  # one-hot sum matrices
+        rows[self.source_rows, np.arange(len(self.source_rows))] = 1
+        columns = np.zeros((w, len(self.source_columns)), grad.dtype)
+        columns[self.source_columns, np.arange(len(self.source_columns))] = 1
+        return np.einsum("yY,xX,nYXc->ncyx", rows, columns, grad_last, optimize=True)
+
+
+def _source_index(in_size: int, out_size: int, scale: float | None) -> np.ndarray:
+    """PyTorch's 'nearest': floor(out_index * in/out), with 1/scale_factor when given."""
+    step = 1.0 / scale if scale is not None else in_size / out_size
+    index = np.floor(np.arange(out_size, dtype=np.float64) * step).astype(np.intp)
+    return np.minimum(index, in_size - 1)
+
+
+def interpolate(x: Tensor, size=None, scale_factor=None, mode: str = "nearest") -> Tensor:
+    """Resize (N, C, H, W) to `size` (int or (h, w)) or by `scale_factor` (number or pair):
+    out size floor(H * scale_factor). Only mode='nearest' (PyTorch's index rule)."""
+    if mode != "nearest":
+        raise NotImplementedError(f"interpolate mode {mode!r}: only 'nearest' is implemented")
+    if x.ndim != 4:
+        raise ValueError(f"interpolate: expected a 4-D input (N, C, H, W), got {x.shape}")
+    if (size is None) == (scale_factor is None):
+        raise ValueError("interpolate: give exactly one of size and scale_factor")
+    in_hw = x.shape[2:]
+    if size is not None:
+        out_hw, scales = positive_pair(size, "size"), (None, None)
+    else:
+        scales = tuple(scale_factor) if isinstance(scale_factor, (tuple, list)) else (
+            scale_factor, scale_factor)
+        if len(scales) != 2 or not all(s > 0 for s in scales):
+            raise ValueError(f"interpolate: scale_factor must be positive, got {scale_factor}")
+        out_hw = tuple(int(np.floor(n * s)) for n, s in zip(in_hw, scales))
+        if min(out_hw) < 1:
+            raise ValueError(f"interpolate: scale_factor {scale_factor} leaves an empty "
+                             f"output for input {x.shape}")
+    rows, columns = (_source_index(n, o, s) for n, o, s in zip(in_hw, out_hw, scales))
+    return NearestResize.apply(x, source_rows=rows, source_columns=columns)

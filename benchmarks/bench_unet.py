@@ -1,0 +1,100 @@
+"""Training and sampling speed of the mnist-tiny UNet on this machine.
+
+    python benchmarks/bench_unet.py [--preset mnist-tiny] [--batch 64] [--steps 6]
+                                    [--threads N] [--profile]
+
+Prints training images/s (a full DDPM step: forward, backward, clip, AdamW, EMA), forward
+(sampling) images/s, peak memory, and the achieved GFLOP/s (1.66 GFLOP per image for a
+training step, 0.554 for a forward, convolutions and matrix products only) as a fraction
+of the float32 matmul GFLOP/s that NumPy reaches in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import resource
+import statistics
+import time
+
+import numpy as np
+
+import autograd
+from tinydiff.models import build_model, count_parameters
+from tinydiff.training import TrainConfig, Trainer
+
+TRAIN_GFLOP_PER_IMAGE = 1.66
+FORWARD_GFLOP_PER_IMAGE = 0.554
+
+
+def matmul_gflops(repeats: int = 10) -> float:
+    """NumPy float32 GEMM rate on a shape like the UNet's im2col products."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((64 * 14 * 14, 576)).astype(np.float32)
+    b = rng.standard_normal((576, 64)).astype(np.float32)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / statistics.median(times) / 1e9
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="mnist-tiny")
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=6, help="timed steps (median)")
+    parser.add_argument("--threads", type=int)
+    parser.add_argument("--profile", action="store_true", help="print the top costs")
+    args = parser.parse_args()
+    if args.threads:
+        autograd.set_num_threads(args.threads)
+
+    rng = np.random.default_rng(0)
+    images = rng.uniform(-1, 1, (args.batch * (args.steps + 2), 1, 28, 28)).astype(np.float32)
+    config = TrainConfig(model=args.preset, batch_size=args.batch, steps=10**6)
+    trainer = Trainer(config, images, np.zeros(len(images), np.int64))
+    trainer.train_step()  # compile kernels, allocate optimizer state
+    train_s = timed(trainer.train_step, args.steps)
+
+    model = build_model(args.preset).eval()
+    x = images[: args.batch]
+    t = np.full(args.batch, 500)
+    with autograd.no_grad():
+        model(x, t)
+        forward_s = timed(lambda: model(x, t), args.steps)
+    gemm = matmul_gflops()
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+    train_rate, forward_rate = args.batch / train_s, args.batch / forward_s
+    train_gflops = train_rate * TRAIN_GFLOP_PER_IMAGE
+    forward_gflops = forward_rate * FORWARD_GFLOP_PER_IMAGE
+    print(f"{args.preset}: {count_parameters(model):,} parameters, batch {args.batch}, "
+          f"threads {autograd.get_num_threads()}")
+    print(f"numpy float32 matmul: {gemm:.1f} GFLOP/s")
+    print(f"{'':<10}{'s/batch':>9}{'img/s':>9}{'GFLOP/s':>9}{'of matmul':>11}")
+    print(f"{'train':<10}{train_s:>9.3f}{train_rate:>9.1f}{train_gflops:>9.1f}"
+          f"{train_gflops / gemm:>11.2f}")
+    print(f"{'forward':<10}{forward_s:>9.3f}{forward_rate:>9.1f}{forward_gflops:>9.1f}"
+          f"{forward_gflops / gemm:>11.2f}")
+    print(f"peak memory (max RSS): {peak_mib:.0f} MiB")
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(lambda: [trainer.train_step() for _ in range(3)])
+        pstats.Stats(profile).sort_stats("tottime").print_stats(20)
+
+
+if __name__ == "__main__":
+    main()

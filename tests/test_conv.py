@@ -1,0 +1,310 @@
+"""conv2d and conv_transpose2d: PyTorch's outputs and gradients, a direct nested-loop
+definition, the adjoint identity between the two, gradient checks, errors, and modules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+from module_testing import check_module
+from op_testing import arrays, check_op
+
+import autograd
+import autograd.nn.functional as F
+from autograd import nn
+from autograd.ops import conv
+
+TORCH = np.load(Path(__file__).parent / "reference" / "torch_ops.npz")
+
+TORCH_CASES = {
+    "conv2d_s1_p1": lambda x, w, b: F.conv2d(x, w, b, stride=1, padding=1),
+    "conv2d_s2_p1": lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=1),
+    "conv2d_dil2_p2": lambda x, w: F.conv2d(x, w, None, padding=2, dilation=2),
+    "conv2d_same": lambda x, w, b: F.conv2d(x, w, b, padding="same"),
+    "conv_transpose2d_s2_p1": lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2,
+                                                                 padding=1),
+}
+
+
+def check_torch_case(name: str, fn) -> None:
+    """Output and every input gradient of `fn` match PyTorch's float64 reference."""
+    count = sum(key.startswith(f"{name}/in") for key in TORCH.files)
+    inputs = [autograd.Tensor(TORCH[f"{name}/in{i}"].copy(), requires_grad=True)
+              for i in range(count)]
+    out = fn(*inputs)
+    np.testing.assert_allclose(out.numpy(), TORCH[f"{name}/out"], rtol=1e-12, atol=1e-12)
+    (out * autograd.Tensor(TORCH[f"{name}/upstream"])).sum().backward()
+    for i, x in enumerate(inputs):
+        np.testing.assert_allclose(x.grad.numpy(), TORCH[f"{name}/grad{i}"], rtol=1e-12,
+                                   atol=1e-12, err_msg=f"gradient of input {i}")
+
+
+@pytest.mark.parametrize("mode", ["compiled", "reference kernels", "one image per chunk"])
+@pytest.mark.parametrize("name", sorted(TORCH_CASES))
+def test_matches_torch(name, mode, monkeypatch):
+    if mode == "reference kernels":
+        monkeypatch.setenv("AUTOGRAD_REFERENCE_KERNELS", "1")
+    if mode == "one image per chunk":
+        monkeypatch.setattr(conv, "COLUMN_CHUNK_BYTES", 1)
+    check_torch_case(name, TORCH_CASES[name])
+
+
+# ---- a direct definition --------------------------------------------------------------------
+
+
+def conv2d_direct(x, w, b, stride, padding, dilation, groups):
+    """out[n, o, y, x] = b[o] + sum_{c, i, j} w[o, c, i, j] xpad[n, g(o) C/g + c,
+    y sh + i dh, x sw + j dw]; padding is ((top, bottom), (left, right))."""
+    n, _, h, wd = x.shape
+    out_channels, group_channels, kh, kw = w.shape
+    (sh, sw), (dh, dw), ((top, bottom), (left, right)) = stride, dilation, padding
+    xpad = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    ho = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    wo = (wd + left + right - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((n, out_channels, ho, wo))
+    for b_ in range(n):
+        for o in range(out_channels):
+            group = o // (out_channels // groups)
+            for y in range(ho):
+                for x_ in range(wo):
+                    total = 0.0 if b is None else b[o]
+                    for c in range(group_channels):
+                        for i in range(kh):
+                            for j in range(kw):
+                                total += w[o, c, i, j] * xpad[b_, group * group_channels + c,
+                                                              y * sh + i * dh, x_ * sw + j * dw]
+                    out[b_, o, y, x_] = total
+    return out
+
+
+@st.composite
+def conv_cases(draw, max_side: int = 7):
+    """Arguments of a conv2d with a non-empty output: x, weight, bias shapes and options."""
+    groups = draw(st.integers(1, 2))
+    channels = groups * draw(st.integers(1, 4 // groups))
+    out_channels = groups * draw(st.integers(1, 4 // groups))
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    size = (draw(st.integers(1, max_side)), draw(st.integers(1, max_side)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    assume(all(n + 2 * p >= d * (k - 1) + 1 for n, p, d, k in
+               zip(size, padding, dilation, kernel)))
+    return dict(x=(draw(st.integers(1, 3)), channels, *size),
+                weight=(out_channels, channels // groups, *kernel),
+                bias=draw(st.booleans()), stride=stride, padding=padding,
+                dilation=dilation, groups=groups)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(case=conv_cases(), seed=st.integers(0, 2**16))
+def test_conv2d_matches_direct_definition(dtype, case, seed):
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal(case["x"]), rng.standard_normal(case["weight"])
+    b = rng.standard_normal(case["weight"][0]) if case["bias"] else None
+    out = F.conv2d(autograd.Tensor(x.astype(dtype)), autograd.Tensor(w.astype(dtype)),
+                   None if b is None else autograd.Tensor(b.astype(dtype)),
+                   case["stride"], case["padding"], case["dilation"], case["groups"])
+    (ph, pw) = case["padding"]
+    expected = conv2d_direct(x, w, b, case["stride"], ((ph, ph), (pw, pw)),
+                             case["dilation"], case["groups"])
+    assert out.dtype == dtype
+    tolerance = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out.numpy(), expected, rtol=tolerance, atol=tolerance)
+
+
+@given(kernel=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+       dilation=st.tuples(st.integers(1, 2), st.integers(1, 2)), seed=st.integers(0, 2**16))
+def test_same_padding_puts_the_odd_row_below_and_the_odd_column_right(kernel, dilation, seed):
+    rng = np.random.default_rng(seed)
+    x, w = rng.standard_normal((2, 2, 5, 6)), rng.standard_normal((3, 2, *kernel))
+    out = F.conv2d(autograd.Tensor(x), autograd.Tensor(w), padding="same", dilation=dilation)
+    totals = [d * (k - 1) for k, d in zip(kernel, dilation)]
+    padding = tuple((t // 2, t - t // 2) for t in totals)
+    assert out.shape == (2, 3, 5, 6)
+    np.testing.assert_allclose(out.numpy(), conv2d_direct(x, w, None, (1, 1), padding,
+                                                          dilation, 1), atol=1e-12)
+    valid = F.conv2d(autograd.Tensor(x), autograd.Tensor(w), padding="valid")
+    np.testing.assert_allclose(valid.numpy(), conv2d_direct(x, w, None, (1, 1),
+                                                            ((0, 0), (0, 0)), (1, 1), 1),
+                               atol=1e-12)
+
+
+@given(case=conv_cases(), seed=st.integers(0, 2**16))
+def test_conv_transpose2d_is_the_adjoint_of_conv2d(case, seed):
+    """<conv2d(z, w), y> == <z, conv_transpose2d(y, w)> with output_padding restoring z's size."""
+    rng = np.random.default_rng(seed)
+    z, w = rng.standard_normal(case["x"]), rng.standard_normal(case["weight"])
+    options = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
+    forward = F.conv2d(autograd.Tensor(z), autograd.Tensor(w), **options)
+    y = rng.standard_normal(forward.shape)
+    lost = tuple(n + 2 * p - d * (k - 1) - 1 - (o - 1) * s for n, p, d, k, o, s in zip(
+        z.shape[2:], case["padding"], case["dilation"], w.shape[2:], forward.shape[2:],
+        case["stride"]))
+    assume(all(extra < max(s, d) for extra, s, d in zip(lost, case["stride"],
+                                                        case["dilation"])))
+    back = F.conv_transpose2d(autograd.Tensor(y), autograd.Tensor(w), output_padding=lost,
+                              **options)
+    assert back.shape == z.shape
+    np.testing.assert_allclose(np.sum(forward.numpy() * y), np.sum(z * back.numpy()),
+                               rtol=1e-10, atol=1e-10)
+
+
+# ---- gradient checks --------------------------------------------------------------------------
+
+
+def _conv_arrays(data, case):
+    x = data.draw(arrays(case["x"]))
+    w = data.draw(arrays(case["weight"]))
+    b = data.draw(arrays((case["weight"][0],))) if case["bias"] else None
+    return x, w, b
+
+
+@given(data=st.data(), case=conv_cases())
+def test_conv2d_gradients(data, case):
+    x, w, b = _conv_arrays(data, case)
+    options = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
+    inputs = (x, w) if b is None else (x, w, b)
+    check_op(lambda *t: F.conv2d(*t, **options), *inputs, directional=x.size > 100)
+
+
+@given(data=st.data(), case=conv_cases(max_side=5), output_padding=st.integers(0, 1))
+def test_conv_transpose2d_gradients(data, case, output_padding):
+    # conv_cases draws a conv; here its x shape is the transposed conv's input.
+    groups = case["groups"]
+    in_channels, out_per_group = case["x"][1], case["weight"][0] // groups
+    weight_shape = (in_channels, out_per_group, *case["weight"][2:])
+    output_padding = tuple(min(output_padding, max(s, d) - 1) for s, d in zip(
+        case["stride"], case["dilation"]))
+    assume(all((n - 1) * s - 2 * p + d * (k - 1) + op + 1 >= 1 for n, s, p, d, k, op in zip(
+        case["x"][2:], case["stride"], case["padding"], case["dilation"], weight_shape[2:],
+        output_padding)))
+    x = data.draw(arrays(case["x"]))
+    w = data.draw(arrays(weight_shape))
+    b = data.draw(arrays((out_per_group * groups,))) if case["bias"] else None
+    options = {k: case[k] for k in ("stride", "padding", "dilation", "groups")}
+    inputs = (x, w) if b is None else (x, w, b)
+    check_op(lambda *t: F.conv_transpose2d(*t, output_padding=output_padding, **options),
+             *inputs, directional=x.size > 100)
+
+
+def test_skips_gradients_nobody_needs(monkeypatch):
+    """A frozen input gets no gradient and its col2im never runs; the weight's is exact."""
+    rng = np.random.default_rng(0)
+    x = autograd.Tensor(rng.standard_normal((2, 3, 6, 6)))
+    w = autograd.Tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
+    calls = []
+    monkeypatch.setattr(conv, "col2im", lambda *a, **k: calls.append(1))
+    F.conv2d(x, w, padding=1).sum().backward()
+    assert x.grad is None and not calls
+    expected = sum(conv2d_direct(x.numpy(), np.eye(1, 4 * 27, k).reshape(4, 3, 3, 3), None,
+                                 (1, 1), ((1, 1), (1, 1)), (1, 1), 1).sum()
+                   for k in range(4 * 27))
+    assert w.grad.shape == w.shape
+    np.testing.assert_allclose(w.grad.numpy().sum(), expected, rtol=1e-10)
+
+
+def test_float32_stays_float32_with_gradients():
+    rng = np.random.default_rng(0)
+    x = autograd.Tensor(rng.standard_normal((2, 3, 5, 5)).astype(np.float32), requires_grad=True)
+    w = autograd.Tensor(rng.standard_normal((3, 4, 3, 3)).astype(np.float32), requires_grad=True)
+    w_t = w.transpose(0, 1)
+    out = F.conv_transpose2d(F.conv2d(x, w_t, stride=2, padding=1), w_t, stride=2, padding=1)
+    out.sum().backward()
+    assert out.dtype == x.grad.dtype == w.grad.dtype == np.float32
+
+
+# ---- errors -----------------------------------------------------------------------------------
+
+X = autograd.Tensor(np.zeros((2, 4, 5, 5)))
+W = autograd.Tensor(np.zeros((6, 4, 3, 3)))
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: F.conv2d(X[0], W), ValueError, "4-D input"),
+    (lambda: F.conv2d(X, W[0]), ValueError, "4-D weight"),
+    (lambda: F.conv2d(X, W[:, :3]), ValueError, "4 channels"),
+    (lambda: F.conv2d(X, W[:, :1], groups=3), ValueError, "groups=3 expects 3"),
+    (lambda: F.conv2d(X, W[:5, :2], groups=2), ValueError, "divisible"),
+    (lambda: F.conv2d(X, W, groups=0), ValueError, "groups"),
+    (lambda: F.conv2d(X[:, :, :2, :2], W), ValueError, "larger than the padded input"),
+    (lambda: F.conv2d(X, W, dilation=3), ValueError, "larger than the padded input"),
+    (lambda: F.conv2d(X.float(), W), TypeError, "float32 and float64"),
+    (lambda: F.conv2d(X, W, stride=0), ValueError, "stride must be positive"),
+    (lambda: F.conv2d(X, W, stride=(1, -1)), ValueError, "stride must be positive"),
+    (lambda: F.conv2d(X, W, padding=-1), ValueError, "padding"),
+    (lambda: F.conv2d(X, W, padding="same", stride=2), ValueError, "stride 1"),
+    (lambda: F.conv2d(X, W, stride=(1, 2, 3)), TypeError, "pair"),
+    (lambda: F.conv2d(X, W, autograd.Tensor(np.zeros(5))), ValueError, "bias"),
+    (lambda: F.conv_transpose2d(X, W), ValueError, "4 channels but weight"),
+    (lambda: F.conv_transpose2d(X, W.transpose(0, 1), stride=0), ValueError, "stride"),
+    (lambda: F.conv_transpose2d(X, W.transpose(0, 1), stride=2, output_padding=2),
+     ValueError, "output_padding"),
+    (lambda: F.conv_transpose2d(X[:, :, :1, :1], W.transpose(0, 1), padding=3),
+     ValueError, "empty output"),
+])
+def test_bad_arguments_raise_clear_errors(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+# ---- modules ----------------------------------------------------------------------------------
+
+
+def test_conv_modules_init_like_pytorch():
+    generator = np.random.default_rng(0)
+    conv = nn.Conv2d(8, 16, 3, padding=1, generator=generator)
+    transposed = nn.ConvTranspose2d(8, 6, (4, 2), stride=2, groups=2, generator=generator)
+    assert conv.weight.shape == (16, 8, 3, 3) and conv.bias.shape == (16,)
+    assert transposed.weight.shape == (8, 3, 4, 2) and transposed.bias.shape == (6,)
+    for module, fan_in in ((conv, 8 * 9), (transposed, 3 * 8)):
+        bound = 1 / np.sqrt(fan_in)
+        for p in (module.weight, module.bias):
+            assert p.dtype == np.float32
+            assert np.abs(p.numpy()).max() <= bound
+            assert np.abs(p.numpy()).max() > 0.8 * bound  # drawn over the whole range
+    assert nn.Conv2d(2, 2, 1, bias=False).bias is None
+    assert len(list(nn.Conv2d(2, 2, 1, bias=False).parameters())) == 1
+    with pytest.raises(ValueError, match="divisible by groups"):
+        nn.Conv2d(3, 4, 3, groups=2)
+
+
+@given(data=st.data(), bias=st.booleans(), stride=st.integers(1, 2))
+def test_conv_module_gradients(data, bias, stride):
+    conv = nn.Conv2d(2, 4, 3, stride=stride, padding=1, groups=2, bias=bias, dtype=np.float64)
+    check_module(conv, data.draw(arrays((2, 2, 5, 4))), directional=True)
+    transposed = nn.ConvTranspose2d(2, 3, 3, stride=stride, padding=1, bias=bias,
+                                    output_padding=stride - 1, dtype=np.float64)
+    out = transposed(autograd.Tensor(np.zeros((1, 2, 4, 3))))
+    assert out.shape == (1, 3, 4 * stride, 3 * stride)
+    check_module(transposed, data.draw(arrays((2, 2, 4, 3))), directional=True)
+
+
+def test_conv_module_matches_functional():
+    conv = nn.Conv2d(3, 5, 3, stride=2, padding=1, dtype=np.float64)
+    x = autograd.Tensor(np.random.default_rng(3).standard_normal((2, 3, 7, 7)))
+    np.testing.assert_array_equal(conv(x).numpy(), F.conv2d(x, conv.weight, conv.bias,
+                                                            stride=2, padding=1).numpy())
+    assert "kernel_size=(3, 3)" in repr(conv)
+
+
+@given(case=conv_cases(), seed=st.integers(0, 2**16))
+def test_both_input_gradient_methods_agree(case, seed):
+    """Stride 1 with fewer output than input channels takes the flipped-kernel convolution;
+    it must equal col2im(grad W^T)."""
+    n, c, h, w = case["x"]
+    assume(case["weight"][0] < c)
+    rng = np.random.default_rng(seed)
+    weight = rng.standard_normal(case["weight"])
+    out_hw = tuple(size + 2 * p - d * (k - 1) for size, p, d, k in zip(
+        (h, w), case["padding"], case["dilation"], weight.shape[2:]))
+    window = conv.Window(weight.shape[2:], (1, 1), case["padding"], case["dilation"], out_hw)
+    grad = rng.standard_normal((n * out_hw[0] * out_hw[1], weight.shape[0]))
+    matrices = conv.weight_matrices(weight, case["groups"])
+    np.testing.assert_allclose(
+        conv.conv_input_grad(grad, weight, case["groups"], (n, h, w, c), window),
+        conv._col2im_of_product(grad, matrices, (n, h, w, c), window), rtol=1e-10,
+        atol=1e-10)

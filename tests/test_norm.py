@@ -1,0 +1,235 @@
+"""group_norm, layer_norm, batch_norm and their modules: values against the textbook
+formula, float64 gradient checks, running statistics, and errors for bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from module_testing import check_module
+from op_testing import arrays, check_op
+
+import autograd
+from autograd import nn
+from autograd.nn import functional as F
+
+
+def normalized(x: np.ndarray, axes: tuple[int, ...], eps: float = 1e-5) -> np.ndarray:
+    """(x - mean) / sqrt(biased var + eps) over `axes`: the definition, written directly."""
+    mean = x.mean(axis=axes, keepdims=True)
+    return (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + eps)
+
+
+@st.composite
+def grouped_shapes(draw, max_spatial_dims=2):
+    """(N, C, *spatial) and a number of groups that divides C."""
+    groups, per_group = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    spatial = draw(st.lists(st.integers(1, 3), max_size=max_spatial_dims))
+    return (draw(st.integers(1, 3)), groups * per_group, *spatial), groups
+
+
+# ---- group_norm ---------------------------------------------------------------------------
+
+
+@given(data=st.data(), case=grouped_shapes())
+def test_group_norm_matches_definition_and_gradcheck(data, case):
+    shape, groups = case
+    x = data.draw(arrays(shape))
+    weight, bias = data.draw(arrays(shape[1:2])), data.draw(arrays(shape[1:2]))
+    grouped = x.reshape(shape[0], groups, -1)
+    expected = normalized(grouped, (2,)).reshape(shape)
+    affine = (-1,) + (1,) * (len(shape) - 2)
+    out = F.group_norm(autograd.Tensor(x), groups, autograd.Tensor(weight),
+                       autograd.Tensor(bias))
+    np.testing.assert_allclose(out.numpy(), expected * weight.reshape(affine)
+                               + bias.reshape(affine), rtol=1e-10, atol=1e-10)
+    check_op(lambda t, w, b: F.group_norm(t, groups, w, b), x, weight, bias)
+    check_op(lambda t: F.group_norm(t, groups), x)
+
+
+@given(data=st.data(), n=st.integers(1, 3), channels=st.integers(1, 4),
+       value=st.floats(-3, 3))
+def test_groups_of_one_value_and_constant_groups_have_finite_exact_gradients(data, n,
+                                                                           channels, value):
+    # Groups of size 1 (one channel, one position): variance 0, output = bias.
+    x = data.draw(arrays((n, channels, 1, 1)))
+    bias = data.draw(arrays((channels,)))
+    out = F.group_norm(autograd.Tensor(x), channels, None, autograd.Tensor(bias))
+    np.testing.assert_allclose(out.numpy(), np.broadcast_to(bias[:, None, None], x.shape))
+    check_op(lambda t, b: F.group_norm(t, channels, None, b), x, bias)
+    # Constant groups: 0 * rsqrt(eps), and a gradient equal to the finite difference.
+    constant = np.full((n, channels, 2, 3), value)
+    weight = data.draw(arrays((channels,)))
+    check_op(lambda t, w: F.group_norm(t, 1, w), constant, weight)
+    x = constant.copy()
+    x[:, :, 0, 0] += 1.0  # one non-constant group next to constant ones
+    check_op(lambda t, w: F.group_norm(t, channels, w), x, weight)
+
+
+def test_group_norm_keeps_float32_and_matches_float64():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 32, 7, 7)) * 3 + 1
+    w, b = rng.standard_normal(32), rng.standard_normal(32)
+    wide = F.group_norm(autograd.Tensor(x), 8, autograd.Tensor(w), autograd.Tensor(b))
+    narrow = F.group_norm(autograd.Tensor(x.astype(np.float32), requires_grad=True), 8,
+                          autograd.Tensor(w.astype(np.float32)),
+                          autograd.Tensor(b.astype(np.float32)))
+    assert narrow.dtype == np.float32
+    narrow.sum().backward()
+    np.testing.assert_allclose(narrow.numpy(), wide.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_group_norm_errors():
+    x = autograd.zeros(2, 6, 3)
+    with pytest.raises(ValueError, match="not divisible"):
+        F.group_norm(x, 4)
+    with pytest.raises(ValueError, match=r"\(N, C, \*\)"):
+        F.group_norm(autograd.zeros(6), 3)
+    with pytest.raises(ValueError, match="weight has shape"):
+        F.group_norm(x, 3, autograd.ones(5))
+    with pytest.raises(TypeError, match="float32 and float64"):
+        F.group_norm(x, 3, autograd.ones(6, dtype=np.float64))
+    with pytest.raises(TypeError, match="floating"):
+        F.group_norm(autograd.Tensor(np.zeros((2, 6), np.int64)), 3)
+
+
+# ---- layer_norm ---------------------------------------------------------------------------
+
+
+@given(data=st.data(), lead=st.lists(st.integers(1, 3), max_size=2),
+       normalized_shape=st.lists(st.integers(1, 4), min_size=1, max_size=2).map(tuple))
+def test_layer_norm_matches_definition_and_gradcheck(data, lead, normalized_shape):
+    shape = (*lead, *normalized_shape)
+    x = data.draw(arrays(shape))
+    weight, bias = data.draw(arrays(normalized_shape)), data.draw(arrays(normalized_shape))
+    axes = tuple(range(len(lead), len(shape)))
+    out = F.layer_norm(autograd.Tensor(x), normalized_shape, autograd.Tensor(weight),
+                       autograd.Tensor(bias))
+    np.testing.assert_allclose(out.numpy(), normalized(x, axes) * weight + bias,
+                               rtol=1e-10, atol=1e-10)
+    check_op(lambda t, w, b: F.layer_norm(t, normalized_shape, w, b), x, weight, bias)
+
+
+def test_layer_norm_errors():
+    x = autograd.zeros(2, 3, 4)
+    with pytest.raises(ValueError, match="normalized_shape"):
+        F.layer_norm(x, (3,))
+    with pytest.raises(ValueError, match="normalized_shape"):
+        F.layer_norm(x, (1, 2, 3, 4))
+    with pytest.raises(ValueError, match="bias has shape"):
+        F.layer_norm(x, 4, None, autograd.zeros(3))
+
+
+# ---- batch_norm ---------------------------------------------------------------------------
+
+
+@given(data=st.data(), n=st.integers(2, 4), channels=st.integers(1, 3),
+       spatial=st.lists(st.integers(1, 3), max_size=2), momentum=st.sampled_from([0.1, 0.5]))
+def test_batch_norm_training_normalizes_per_channel_and_updates_running_stats(
+        data, n, channels, spatial, momentum):
+    shape = (n, channels, *spatial)
+    x = data.draw(arrays(shape))
+    axes = (0,) + tuple(range(2, len(shape)))
+    running_mean = autograd.Tensor(data.draw(arrays((channels,))).copy())
+    running_var = autograd.Tensor(data.draw(arrays((channels,), low=0.5, high=2.0)).copy())
+    old_mean, old_var = running_mean.numpy().copy(), running_var.numpy().copy()
+    out = F.batch_norm(autograd.Tensor(x), running_mean, running_var, training=True,
+                       momentum=momentum)
+    np.testing.assert_allclose(out.numpy(), normalized(x, axes), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(running_mean.numpy(), (1 - momentum) * old_mean
+                               + momentum * x.mean(axis=axes))
+    np.testing.assert_allclose(running_var.numpy(), (1 - momentum) * old_var
+                               + momentum * x.var(axis=axes, ddof=1))
+    weight, bias = data.draw(arrays((channels,))), data.draw(arrays((channels,)))
+    check_op(lambda t, w, b: F.batch_norm(t, None, None, w, b, training=True), x, weight, bias)
+
+
+@given(data=st.data(), n=st.integers(1, 3), channels=st.integers(1, 3))
+def test_batch_norm_eval_uses_running_stats(data, n, channels):
+    x = data.draw(arrays((n, channels, 2)))
+    mean = data.draw(arrays((channels,)))
+    var = data.draw(arrays((channels,), low=0.1, high=2.0))
+    weight, bias = data.draw(arrays((channels,))), data.draw(arrays((channels,)))
+    stats = (autograd.Tensor(mean), autograd.Tensor(var))
+    out = F.batch_norm(autograd.Tensor(x), *stats, autograd.Tensor(weight),
+                       autograd.Tensor(bias))
+    expected = (x - mean[:, None]) / np.sqrt(var[:, None] + 1e-5) * weight[:, None] \
+        + bias[:, None]
+    np.testing.assert_allclose(out.numpy(), expected, rtol=1e-10, atol=1e-10)
+    check_op(lambda t, w, b: F.batch_norm(t, *stats, w, b), x, weight, bias)
+
+
+def test_batch_norm_errors():
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        F.batch_norm(autograd.zeros(1, 3), None, None, training=True)
+    with pytest.raises(ValueError, match="running_mean and running_var"):
+        F.batch_norm(autograd.zeros(2, 3), None, None, training=False)
+    with pytest.raises(ValueError, match="running_mean has shape"):
+        F.batch_norm(autograd.zeros(2, 3), autograd.zeros(2), autograd.ones(3))
+    with pytest.raises(ValueError, match="expects input with 4 dims"):
+        nn.BatchNorm2d(3)(autograd.zeros(2, 3))
+
+
+# ---- modules ------------------------------------------------------------------------------
+
+
+def test_norm_modules_have_pytorch_defaults_and_parameters():
+    group = nn.GroupNorm(8, 32)
+    assert group.eps == 1e-5 and group.weight.shape == (32,)
+    np.testing.assert_array_equal(group.weight.numpy(), 1.0)
+    np.testing.assert_array_equal(group.bias.numpy(), 0.0)
+    assert [name for name, _ in nn.LayerNorm((3, 4)).named_parameters()] == ["weight", "bias"]
+    assert list(nn.GroupNorm(2, 4, affine=False).parameters()) == []
+    batch = nn.BatchNorm2d(5)
+    assert batch.momentum == 0.1 and batch.eps == 1e-5
+    assert set(batch.state_dict()) == {"weight", "bias", "running_mean", "running_var",
+                                       "num_batches_tracked"}
+    assert [name for name, _ in batch.named_buffers()] == ["running_mean", "running_var",
+                                                           "num_batches_tracked"]
+    with pytest.raises(ValueError, match="not divisible"):
+        nn.GroupNorm(3, 32)
+
+
+def test_batch_norm_module_train_then_eval():
+    rng = np.random.default_rng(1)
+    layer = nn.BatchNorm2d(3).double()
+    batches = [rng.standard_normal((4, 3, 2, 2)) * 2 + 1 for _ in range(3)]
+    mean, var = np.zeros(3), np.ones(3)
+    for x in batches:
+        layer(autograd.Tensor(x))
+        mean = 0.9 * mean + 0.1 * x.mean(axis=(0, 2, 3))
+        var = 0.9 * var + 0.1 * x.var(axis=(0, 2, 3), ddof=1)
+    assert layer.num_batches_tracked.item() == 3
+    np.testing.assert_allclose(layer.running_mean.numpy(), mean)
+    np.testing.assert_allclose(layer.running_var.numpy(), var)
+    layer.eval()
+    x = batches[0]
+    out = layer(autograd.Tensor(x))
+    np.testing.assert_allclose(out.numpy(), (x - mean[:, None, None])
+                               / np.sqrt(var[:, None, None] + 1e-5))
+    assert layer.num_batches_tracked.item() == 3  # eval leaves the statistics alone
+
+
+def test_batch_norm_cumulative_average_and_untracked_stats():
+    rng = np.random.default_rng(2)
+    layer = nn.BatchNorm1d(2, momentum=None).double()
+    batches = [rng.standard_normal((5, 2)) for _ in range(4)]
+    for x in batches:
+        layer(autograd.Tensor(x))
+    np.testing.assert_allclose(layer.running_mean.numpy(),
+                               np.mean([x.mean(axis=0) for x in batches], axis=0))
+    untracked = nn.BatchNorm1d(2, track_running_stats=False).double().eval()
+    x = batches[0]
+    np.testing.assert_allclose(untracked(autograd.Tensor(x)).numpy(), normalized(x, (0,)))
+    assert untracked.running_mean is None
+
+
+@given(data=st.data())
+def test_norm_modules_gradcheck(data):
+    x = data.draw(arrays((2, 4, 3, 3)))
+    for layer in (nn.GroupNorm(2, 4), nn.LayerNorm((3, 3)), nn.BatchNorm2d(4)):
+        layer.double()
+        for p in layer.parameters():
+            p.data = data.draw(arrays(p.shape)).copy()
+        check_module(layer, x, directional=True)

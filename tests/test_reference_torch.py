@@ -1,0 +1,84 @@
+"""Outputs and gradients against PyTorch 2.13 in float64 (tests/reference/torch_ops.npz),
+for every reference case that is not a convolution, pooling or interpolation.
+
+For case NAME the file holds the inputs NAME/in0.., the output NAME/out, an upstream
+gradient NAME/upstream and NAME/gradI = d sum(out * upstream) / d inI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT
+
+import autograd
+from autograd import optim
+from autograd.nn import functional as F
+
+REFERENCE = np.load(REPO_ROOT / "tests" / "reference" / "torch_ops.npz")
+RTOL, ATOL = 1e-10, 1e-12
+
+
+def _case(name: str):
+    return {key.split("/", 1)[1]: REFERENCE[key] for key in REFERENCE.files
+            if key.startswith(name + "/")}
+
+
+CASES = {
+    "group_norm_4": lambda ref, x, w, b: F.group_norm(x, 4, w, b, eps=1e-5),
+    "layer_norm_last": lambda ref, x, w, b: F.layer_norm(x, (6,), w, b, eps=1e-5),
+    "batch_norm_train": lambda ref, x, w, b: F.batch_norm(x, None, None, w, b, training=True,
+                                                          eps=1e-5),
+    "sdpa_bool_mask": lambda ref, q, k, v: F.scaled_dot_product_attention(
+        q, k, v, attn_mask=ref["mask"]),
+    "sdpa_plain": lambda ref, q, k, v: F.scaled_dot_product_attention(q, k, v),
+    "gelu_exact": lambda ref, x: F.gelu(x),
+    "gelu_tanh": lambda ref, x: F.gelu(x, approximate="tanh"),
+    "silu": lambda ref, x: F.silu(x),
+    "var_default": lambda ref, x: x.var(dim=1),
+    "var_pop_keepdim": lambda ref, x: x.var(dim=(0, 2), correction=0, keepdim=True),
+    "cross_entropy_ls": lambda ref, x: F.cross_entropy(x, ref["labels"], label_smoothing=0.1),
+    "mse_loss": lambda ref, a, b: F.mse_loss(a, b),
+    "logsumexp": lambda ref, x: x.logsumexp(dim=-1),
+    "log_softmax": lambda ref, x: x.log_softmax(dim=-1),
+    "getitem_repeat": lambda ref, x: x[ref["index"]],
+    "matmul_bcast": lambda ref, a, b: a @ b,
+}
+
+
+def test_every_non_convolution_case_is_covered():
+    convolution_family = ("conv", "pool", "interpolate")
+    names = {key.split("/")[0] for key in REFERENCE.files}
+    expected = {name for name in names if not any(part in name for part in convolution_family)}
+    assert expected == set(CASES) | {"adamw"}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_output_and_gradients_match_pytorch(name):
+    ref = _case(name)
+    count = sum(1 for key in ref if key[:2] == "in" and key[2:].isdigit())
+    inputs = [autograd.Tensor(ref[f"in{i}"].copy(), requires_grad=True) for i in range(count)]
+    out = CASES[name](ref, *inputs)
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out.numpy(), ref["out"], rtol=RTOL, atol=ATOL)
+    out.backward(ref["upstream"])
+    for i, x in enumerate(inputs):
+        np.testing.assert_allclose(x.grad.numpy(), ref[f"grad{i}"], rtol=RTOL, atol=ATOL,
+                                   err_msg=f"gradient of input {i}")
+
+
+@pytest.mark.parametrize("reference_kernels", ["0", "1"])
+@pytest.mark.parametrize("name", ["group_norm_4", "layer_norm_last", "batch_norm_train",
+                                  "sdpa_bool_mask"])
+def test_reference_kernels_match_pytorch_too(name, reference_kernels, monkeypatch):
+    monkeypatch.setenv("AUTOGRAD_REFERENCE_KERNELS", reference_kernels)
+    test_output_and_gradients_match_pytorch(name)
+
+
+def test_adamw_steps_match_pytorch():
+    ref = _case("adamw")
+    p = autograd.nn.Parameter(ref["p0"].copy())
+    optimizer = optim.AdamW([p], lr=1e-2, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
+    for grad, expected in zip(ref["grads"], ref["params_after_each_step"]):
+        p.grad = autograd.Tensor(grad.copy())
+        optimizer.step()
+        np.testing.assert_allclose(p.numpy(), expected, rtol=RTOL, atol=ATOL)

@@ -1,0 +1,278 @@
+"""Training a diffusion UNet: the recipe (`TrainConfig`), the loop (`Trainer`), and
+checkpoints that hold everything needed to resume bit-exactly or to sample.
+
+A checkpoint (`ckpt.npz`, written atomically by `autograd.save`) holds the model config and
+weights, the EMA weights, optimizer and learning-rate state, the diffusion config, the data
+order, every random generator's state, the step and the loss history.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import autograd
+from autograd import nn, optim
+from autograd.optim import lr_scheduler
+from autograd.random import default_generator
+from tinydiff.data import BatchIterator, load_mnist
+from tinydiff.diffusion import training_loss
+from tinydiff.models import UNet, build_model
+from tinydiff.schedules import NoiseSchedule
+
+CHECKPOINT_FORMAT = "tinydiff-checkpoint-v1"
+
+
+@dataclass
+class TrainConfig:
+    """The training recipe. Defaults are the measured default run (see README)."""
+
+    model: str = "mnist-tiny"
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine" (decay to 0 at `steps`)
+    warmup_steps: int = 100
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_max_decay: float = 0.9999
+    ema_power: float = 2 / 3
+    prediction_type: str = "epsilon"
+    loss_weighting: str = "uniform"
+    snr_gamma: float = 5.0
+    beta_schedule: str = "linear"
+    num_train_timesteps: int = 1000
+    class_conditional: bool = False
+    label_dropout: float = 0.1
+    seed: int = 0
+    checkpoint_every: int = 500
+    keep_checkpoints: bool = False
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.steps < 0:
+            problems.append(f"steps must be >= 0, got {self.steps}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            problems.append(f"lr_schedule must be 'constant' or 'cosine', got "
+                            f"{self.lr_schedule!r}")
+        if not 0 <= self.label_dropout < 1:
+            problems.append(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        if self.checkpoint_every < 1:
+            problems.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if problems:
+            raise ValueError("invalid training config: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in known})
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped without saving the bad state."""
+
+
+def make_schedule(config: TrainConfig) -> NoiseSchedule:
+    return NoiseSchedule(num_train_timesteps=config.num_train_timesteps,
+                         beta_schedule=config.beta_schedule)
+
+
+class Trainer:
+    """Owns the model, optimizer, EMA, data order and generators of one training run."""
+
+    def __init__(self, config: TrainConfig, images: np.ndarray | None = None,
+                 labels: np.ndarray | None = None, model: UNet | None = None) -> None:
+        self.config = config
+        if images is None:
+            images, labels = load_mnist("train", data_dir=config.data_dir)
+        autograd.manual_seed(config.seed)  # model init (and dropout) draw from it
+        num_classes = 10 if config.class_conditional else None
+        self.model = model or build_model(config.model, num_classes=num_classes)
+        if self.model.config.image_size != images.shape[-1]:
+            raise ValueError(f"model {config.model!r} expects {self.model.config.image_size}px "
+                             f"images, the data has {images.shape[-1]}px")
+        self.schedule = make_schedule(config)
+        self.parameters = list(self.model.parameters())
+        self.optimizer = optim.AdamW(self.parameters, lr=config.lr,
+                                     weight_decay=config.weight_decay)
+        if config.lr_schedule == "cosine":
+            self.lr_scheduler = lr_scheduler.get_cosine_schedule_with_warmup(
+                self.optimizer, config.warmup_steps, config.steps)
+        else:
+            self.lr_scheduler = lr_scheduler.get_constant_schedule_with_warmup(
+                self.optimizer, config.warmup_steps)
+        self.ema = optim.EMAModel(self.parameters, decay=config.ema_max_decay,
+                                  use_ema_warmup=True, power=config.ema_power)
+        self.batches = BatchIterator(images, labels if config.class_conditional else None,
+                                     batch_size=config.batch_size, seed=config.seed,
+                                     drop_last=True)
+        self.generator = np.random.default_rng(config.seed + 1)  # t, noise, label dropout
+        self.step = 0
+        self.history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
+
+    # ---- one step -----------------------------------------------------------------------
+
+    def train_step(self) -> float:
+        """One optimizer step on one batch; returns the loss."""
+        config = self.config
+        x0, labels = next(self.batches)
+        cond = {}
+        if config.class_conditional:
+            dropped = self.generator.random(labels.shape) < config.label_dropout
+            cond["class_labels"] = np.where(dropped, 10, labels)
+        self.model.train()
+        loss = training_loss(self.model, self.schedule, x0, self.generator,
+                             prediction_type=config.prediction_type,
+                             loss_weighting=config.loss_weighting,
+                             snr_gamma=config.snr_gamma, **cond)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"the loss became {value} at step {self.step + 1}; training stopped and the "
+                "last checkpoint was kept. Try a lower --lr or a smaller --grad-clip."
+            )
+        self.optimizer.zero_grad()
+        loss.backward()
+        if config.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.parameters, config.grad_clip)
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.step()
+        self.lr_scheduler.step()
+        self.ema.step(self.parameters)
+        self.step += 1
+        for key, item in (("step", self.step), ("loss", value), ("lr", lr)):
+            self.history[key].append(item)
+        return value
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def train(self, out_dir: str | Path, steps: int | None = None,
+              progress: bool = True) -> Path:
+        """Train until `steps` (default config.steps) total steps, checkpointing to
+        out_dir/ckpt.npz every `checkpoint_every` steps and at the end."""
+        from tqdm.auto import tqdm
+
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        total = self.config.steps if steps is None else steps
+        bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step",
+                   dynamic_ncols=True)
+        smoothed, started, start_step = None, time.perf_counter(), self.step
+        try:
+            while self.step < total:
+                loss = self.train_step()
+                smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+                rate = (self.step - start_step) * self.config.batch_size / max(
+                    time.perf_counter() - started, 1e-9)
+                bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{rate:.0f}")
+                bar.update(1)
+                if self.step % self.config.checkpoint_every == 0 or self.step == total:
+                    self.save(out_dir)
+        finally:
+            bar.close()
+        return out_dir / "ckpt.npz"
+
+    def save(self, out_dir: Path) -> None:
+        """Write ckpt.npz (and ckpt-STEP.npz if asked), the loss CSV and its plot."""
+        save_checkpoint(self, out_dir / "ckpt.npz")
+        if self.config.keep_checkpoints:
+            save_checkpoint(self, out_dir / f"ckpt-{self.step:07d}.npz")
+        write_history_csv(self.history, out_dir / "loss.csv")
+        from tinydiff.plots import plot_loss_curve
+
+        plot_loss_curve(self.history, out_dir / "loss.png")
+
+    # ---- state --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "train_config": asdict(self.config),
+            "model_config": self.model.config.to_dict(),
+            "schedule": self.schedule.to_dict(),
+            "prediction_type": self.config.prediction_type,
+            "model": dict(self.model.state_dict()),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "data": self.batches.state_dict(),
+            "generator": self.generator.bit_generator.state,
+            "default_generator": default_generator().bit_generator.state,
+            "step": self.step,
+            "history": self.history,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.ema.load_state_dict(state["ema"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.batches.load_state_dict(state["data"])
+        self.generator.bit_generator.state = state["generator"]
+        default_generator().bit_generator.state = state["default_generator"]
+        self.step = int(state["step"])
+        self.history = {key: list(values) for key, values in state["history"].items()}
+
+    @classmethod
+    def resume(cls, path: str | Path, images: np.ndarray | None = None,
+               labels: np.ndarray | None = None, **overrides: Any) -> Trainer:
+        """Continue the run saved at `path`; `overrides` may change e.g. `steps`."""
+        state = read_checkpoint(path)
+        config = TrainConfig.from_dict({**state["train_config"], **overrides})
+        model = build_model(state["model_config"])
+        trainer = cls(config, images, labels, model=model)
+        trainer.load_state_dict(state)
+        return trainer
+
+
+# ---- checkpoints --------------------------------------------------------------------------
+
+
+def save_checkpoint(trainer: Trainer, path: Path) -> None:
+    autograd.save(trainer.state_dict(), path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, after checking that it is one."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: train one with `tinydiff train "
+                                "--out DIR` (it writes DIR/ckpt.npz)")
+    state = autograd.load(path)
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a tinydiff checkpoint")
+    return state
+
+
+def load_for_sampling(path: str | Path, use_ema: bool = True):
+    """(model in eval mode holding EMA weights, schedule, prediction_type, checkpoint)."""
+    state = read_checkpoint(path)
+    model = build_model(state["model_config"])
+    model.load_state_dict(state["model"])
+    if use_ema:
+        ema = optim.EMAModel(model.parameters())
+        ema.load_state_dict(state["ema"])
+        ema.copy_to(model.parameters())
+    model.eval()
+    schedule = NoiseSchedule.from_dict(state["schedule"])
+    return model, schedule, state["prediction_type"], state
+
+
+def write_history_csv(history: dict[str, list[float]], path: Path) -> None:
+    temporary = path.with_suffix(".csv.tmp")
+    with open(temporary, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["step", "loss", "lr"])
+        writer.writerows(zip(history["step"], history["loss"], history["lr"]))
+    temporary.replace(path)
