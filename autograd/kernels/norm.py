@@ -143,8 +143,13 @@ def _backward_parallel(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, 
 
 
 def _checked(x: np.ndarray, name: str) -> np.ndarray:
+    """x as the kernels take it: (N, C, M) C-contiguous, or channels-last ((N, M, C) memory,
+    as convolutions leave it), which the kernels read in place: a transposing copy costs
+    several times the kernel itself."""
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"norm kernel: {name} must be float32 or float64, got {x.dtype}")
+    if x.flags.c_contiguous or x.transpose(0, 2, 1).flags.c_contiguous:
+        return x
     return np.ascontiguousarray(x)
 
 
@@ -169,7 +174,7 @@ def group_norm_backward(grad: np.ndarray, x: np.ndarray, mean: np.ndarray, rstd:
     if use_reference_kernels():
         return group_norm_backward_reference(grad, x, mean, rstd, weight, num_groups)
     x = _checked(x, "x")
-    grad = np.ascontiguousarray(grad, dtype=x.dtype)
+    grad = _checked(grad.astype(x.dtype, copy=False), "grad")
     weight = np.ascontiguousarray(weight, dtype=x.dtype)
     grad_x = np.empty_like(x)
     sum_dy = np.empty(x.shape[:2])

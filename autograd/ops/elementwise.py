@@ -9,6 +9,7 @@ import numpy as np
 
 from autograd.backend import is_floating
 from autograd.function import Function
+from autograd.kernels import activation
 from autograd.kernels.special import erf
 from autograd.tensor import Tensor, as_array, float32
 
@@ -279,10 +280,6 @@ clip = clamp
 # ---- activations --------------------------------------------------------------------------
 
 
-def _sigmoid(a):
-    return np.exp(-np.logaddexp(0, -a)).astype(a.dtype, copy=False)  # stable 1/(1+e^-a)
-
-
 class Tanh(Function):
     def forward(self, a):
         out = np.tanh(a)
@@ -296,7 +293,7 @@ class Tanh(Function):
 
 class Sigmoid(Function):
     def forward(self, a):
-        out = _sigmoid(a)
+        out = activation.sigmoid(a)
         self.save_for_backward(out)
         return out
 
@@ -318,13 +315,12 @@ class ReLU(Function):
 
 class SiLU(Function):
     def forward(self, a):
-        sig = _sigmoid(a)
-        self.save_for_backward(a, sig)
-        return a * sig
+        self.save_for_backward(a)
+        return activation.silu(a)  # a s(a)
 
     def backward(self, grad):  # d (a s(a)) = s (1 + a (1 - s)) da
-        a, sig = self.saved
-        return grad * sig * (1 + a * (1 - sig))
+        (a,) = self.saved
+        return activation.silu_backward(a, grad.astype(a.dtype, copy=False))
 
 
 _SQRT_2 = math.sqrt(2.0)
