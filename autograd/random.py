@@ -28,3 +28,15 @@ def resolve(generator: np.random.Generator | None) -> np.random.Generator:
             f"generator must be a numpy.random.Generator, got {type(generator).__name__}"
         )
     return generator
+
+
+def dropout_keep_mask(shape: tuple[int, ...], p: float, dtype,
+                      generator: np.random.Generator | None = None) -> np.ndarray:
+    """An array of `shape` that is 1 / (1 - p) where an element is kept (probability
+    1 - p) and 0 where it is dropped; all zeros for p = 1."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    if p == 1.0:
+        return np.zeros(shape, dtype)
+    keep = resolve(generator).random(shape, dtype=np.float32) >= p
+    return keep.astype(dtype) * np.asarray(1.0 / (1.0 - p), dtype)

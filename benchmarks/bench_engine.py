@@ -10,21 +10,11 @@ arithmetic dwarfs it.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
+from timing import median_seconds
 
 import autograd
-
-
-def median_time_us(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e6
 
 
 def cases(a: np.ndarray, b: np.ndarray):
@@ -68,9 +58,8 @@ def main() -> None:
           f"{args.repeats}")
     print(f"{'op':<10}{'engine us':>12}{'numpy us':>12}{'ratio':>8}")
     for name, engine_fn, numpy_fn in cases(a, b):
-        engine_fn(), numpy_fn()  # warm up
-        engine_us = median_time_us(engine_fn, args.repeats)
-        numpy_us = median_time_us(numpy_fn, args.repeats)
+        engine_us = median_seconds(engine_fn, args.repeats) * 1e6
+        numpy_us = median_seconds(numpy_fn, args.repeats) * 1e6
         print(f"{name:<10}{engine_us:>12.1f}{numpy_us:>12.1f}{engine_us / numpy_us:>8.1f}")
 
 

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
+from timing import matmul_rate, median_seconds
 
 import autograd
 import autograd.nn.functional as F
@@ -88,24 +87,6 @@ if _EXTRA.exists():
 
 
 # ---- timing -------------------------------------------------------------------------------
-
-
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: compilation, allocator
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def matmul_rate(m: int, k: int, n: int, repeats: int, rng: np.random.Generator) -> float:
-    """GFLOP/s of a float32 (m, k) @ (k, n) NumPy matmul."""
-    a = rng.standard_normal((m, k), dtype=np.float32)
-    b = rng.standard_normal((k, n), dtype=np.float32)
-    out = np.empty((m, n), np.float32)
-    return 2.0 * m * k * n / median_seconds(lambda: np.matmul(a, b, out=out), repeats) / 1e9
 
 
 def saved_bytes(output: Tensor) -> int:

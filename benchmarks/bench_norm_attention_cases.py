@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable
 
 import numpy as np
+from timing import median_seconds
 
 import autograd
 from autograd import nn
@@ -82,16 +82,6 @@ CASES: list[tuple[str, float, Setup]] = [
 # ---- standalone timing --------------------------------------------------------------------
 
 
-def _median_seconds(fn: Callable[[], None], repeats: int) -> float:
-    fn()  # warm-up (compiles the kernels on first use)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
 def time_case(setup: Setup, repeats: int) -> tuple[float, float]:
     """Median seconds of a forward pass and of forward + backward."""
     forward, leaves = setup(np.random.default_rng(0))
@@ -106,7 +96,7 @@ def time_case(setup: Setup, repeats: int) -> tuple[float, float]:
             leaf.grad = None
         forward().backward(upstream)
 
-    return _median_seconds(forward_only, repeats), _median_seconds(forward_backward, repeats)
+    return median_seconds(forward_only, repeats), median_seconds(forward_backward, repeats)
 
 
 def main() -> None:

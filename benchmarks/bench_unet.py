@@ -15,10 +15,9 @@ import argparse
 import cProfile
 import pstats
 import resource
-import statistics
-import time
 
 import numpy as np
+from timing import matmul_rate, median_seconds
 
 import autograd
 from tinydiff.models import build_model, count_parameters
@@ -26,29 +25,6 @@ from tinydiff.training import TrainConfig, Trainer
 
 TRAIN_GFLOP_PER_IMAGE = 1.66
 FORWARD_GFLOP_PER_IMAGE = 0.554
-
-
-def matmul_gflops(repeats: int = 10) -> float:
-    """NumPy float32 GEMM rate on a shape like the UNet's im2col products."""
-    rng = np.random.default_rng(0)
-    a = rng.standard_normal((64 * 14 * 14, 576)).astype(np.float32)
-    b = rng.standard_normal((576, 64)).astype(np.float32)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - start)
-    return 2 * a.shape[0] * a.shape[1] * b.shape[1] / statistics.median(times) / 1e9
-
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -67,15 +43,14 @@ def main() -> None:
     config = TrainConfig(model=args.preset, batch_size=args.batch, steps=10**6)
     trainer = Trainer(config, images, np.zeros(len(images), np.int64))
     trainer.train_step()  # compile kernels, allocate optimizer state
-    train_s = timed(trainer.train_step, args.steps)
+    train_s = median_seconds(trainer.train_step, args.steps)
 
     model = build_model(args.preset).eval()
     x = images[: args.batch]
     t = np.full(args.batch, 500)
     with autograd.no_grad():
-        model(x, t)
-        forward_s = timed(lambda: model(x, t), args.steps)
-    gemm = matmul_gflops()
+        forward_s = median_seconds(lambda: model(x, t), args.steps)
+    gemm = matmul_rate(64 * 14 * 14, 576, 64, 10, rng)  # like the UNet's im2col products
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     train_rate, forward_rate = args.batch / train_s, args.batch / forward_s

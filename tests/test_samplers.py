@@ -462,3 +462,14 @@ def test_clear_errors() -> None:
         sample(lambda x, t: x[:, :1], schedule, (2, 2), seed=0)
     with pytest.raises(ValueError, match="num_fixed_point_iterations"):
         ddim_invert(tanh_model, schedule, np.zeros((2, 2)), 5, num_fixed_point_iterations=-1)
+
+
+def test_epsilon_prediction_at_zero_terminal_snr_is_refused_clearly():
+    schedule = NoiseSchedule(num_train_timesteps=20, rescale_betas_zero_snr=True)
+    with pytest.raises(ValueError, match="v_prediction"):
+        DDIMSampler(schedule, num_inference_steps=5, timestep_spacing="trailing")
+    sampler = DDIMSampler(schedule, num_inference_steps=5, timestep_spacing="trailing",
+                          prediction_type="v_prediction")
+    x = np.ones((2, 3))
+    step = sampler.step(np.zeros_like(x), int(sampler.timesteps[0]), x)
+    assert np.all(np.isfinite(step.prev_sample))

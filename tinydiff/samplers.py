@@ -122,6 +122,12 @@ class _Sampler:
         self.timesteps = inference_timesteps(schedule.num_train_timesteps, steps, timestep_spacing)
         self.prev_timesteps = np.append(self.timesteps[1:], -1)
         self._prev_of = {int(t): int(p) for t, p in zip(self.timesteps, self.prev_timesteps)}
+        if prediction_type == "epsilon" and np.any(schedule.alphas_cumprod[self.timesteps] == 0):
+            raise ValueError(
+                "epsilon prediction cannot recover x0 where alpha_bar is 0 (a zero-terminal-SNR "
+                "schedule's last timestep): x0 = (x_t - eps) / 0. Use prediction_type="
+                "'v_prediction' (or 'sample') with rescale_betas_zero_snr=True"
+            )
 
     def previous_timestep(self, t: int) -> int:
         """The timestep after t in `timesteps`, or -1 (clean data) after the last one."""

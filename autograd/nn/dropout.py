@@ -8,20 +8,8 @@ import numpy as np
 
 from autograd import ops
 from autograd.nn.module import Module
-from autograd.random import resolve
+from autograd.random import dropout_keep_mask
 from autograd.tensor import Tensor
-
-
-def dropout_keep_mask(shape: tuple[int, ...], p: float, dtype,
-                      generator: np.random.Generator | None = None) -> np.ndarray:
-    """An array of `shape` that is 1 / (1 - p) where an element is kept (probability
-    1 - p) and 0 where it is dropped; all zeros for p = 1."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-    if p == 1.0:
-        return np.zeros(shape, dtype)
-    keep = resolve(generator).random(shape, dtype=np.float32) >= p
-    return keep.astype(dtype) * np.asarray(1.0 / (1.0 - p), dtype)
 
 
 def dropout(x: Tensor, p: float = 0.5, training: bool = True,

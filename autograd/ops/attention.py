@@ -17,8 +17,8 @@ import numpy as np
 from autograd.backend import is_floating
 from autograd.function import Function
 from autograd.kernels.softmax import softmax_backward, softmax_forward
-from autograd.nn.dropout import dropout_keep_mask
 from autograd.ops.elementwise import as_tensors
+from autograd.random import dropout_keep_mask
 from autograd.tensor import Tensor
 
 

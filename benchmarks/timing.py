@@ -1,0 +1,29 @@
+"""Timing helpers shared by the benchmark scripts: medians, and NumPy's matmul rate (the
+yardstick every GFLOP/s figure is divided by)."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+
+def median_seconds(fn: Callable[[], object], repeats: int) -> float:
+    """Median wall time of fn() over `repeats` calls, after one warm-up call."""
+    fn()  # warm-up: compilation, allocator
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def matmul_rate(m: int, k: int, n: int, repeats: int, rng: np.random.Generator) -> float:
+    """GFLOP/s of a float32 (m, k) @ (k, n) NumPy matmul."""
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    b = rng.standard_normal((k, n), dtype=np.float32)
+    out = np.empty((m, n), np.float32)
+    return 2.0 * m * k * n / median_seconds(lambda: np.matmul(a, b, out=out), repeats) / 1e9
