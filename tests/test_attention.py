@@ -176,7 +176,8 @@ def test_multihead_attention_layout_and_init():
 @given(data=st.data(), heads=st.sampled_from([1, 2]), length=st.integers(1, 3),
        source=st.integers(1, 3))
 def test_multihead_attention_matches_definition_with_masks(data, heads, length, source):
-    layer = nn.MultiheadAttention(4, heads, generator=np.random.default_rng(0)).double()
+    layer = nn.MultiheadAttention(4, heads, batch_first=True,
+                                  generator=np.random.default_rng(0)).double()
     layer.in_proj_bias.data = data.draw(arrays((12,))).copy()
     layer.out_proj.bias.data = data.draw(arrays((4,))).copy()
     query = data.draw(arrays((2, length, 4)))
@@ -198,10 +199,10 @@ def test_multihead_attention_matches_definition_with_masks(data, heads, length, 
 
 
 def test_multihead_attention_sequence_first_and_bad_shapes():
-    layer = nn.MultiheadAttention(4, 2, batch_first=False).double()
+    layer = nn.MultiheadAttention(4, 2).double()  # sequence first, PyTorch's default
     x = np.random.default_rng(3).standard_normal((5, 2, 4))
     out, _ = layer(*(autograd.Tensor(x),) * 3)
-    batch_first = nn.MultiheadAttention(4, 2).double()
+    batch_first = nn.MultiheadAttention(4, 2, batch_first=True).double()
     batch_first.load_state_dict(layer.state_dict())
     expected, _ = batch_first(*(autograd.Tensor(x.transpose(1, 0, 2)),) * 3)
     np.testing.assert_allclose(out.numpy(), expected.numpy().transpose(1, 0, 2))

@@ -34,7 +34,7 @@ class TrainConfig:
     """The training recipe. Defaults are the measured default run (see README)."""
 
     model: str = "mnist-tiny"
-    steps: int = 2000
+    steps: int = 500
     batch_size: int = 64
     lr: float = 1e-3
     lr_schedule: str = "constant"  # or "cosine" (decay to 0 at `steps`)

@@ -36,10 +36,11 @@ class MultiheadAttention(Module):
     constants here: no gradient). is_causal without attn_mask applies the causal mask.
     A query with every key masked gets NaN weights with need_weights=True (as PyTorch) and
     a zero output with need_weights=False (see F.scaled_dot_product_attention).
-    With batch_first=False inputs are (L, N, E)."""
+    By default (batch_first=False, as PyTorch) inputs are (L, N, E); batch_first=True
+    takes (N, L, E)."""
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
-                 batch_first: bool = True, dtype=None,
+                 batch_first: bool = False, dtype=None,
                  generator: np.random.Generator | None = None) -> None:
         super().__init__()
         if embed_dim % num_heads:
