@@ -202,27 +202,39 @@ class UNet(nn.Module):
             raise ValueError("this UNet has no class conditioning (num_classes is None)")
         return embedding
 
-    def forward(self, x, t, class_labels=None) -> Tensor:
+    def forward(self, x, t, class_labels=None, observe=None) -> Tensor:
+        """`observe(name, h)`, when given, is called with every block's output (for
+        inspection, e.g. examples/unet_shapes.py)."""
         x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
         self._check_input(x, t)
+        observe = observe or (lambda name, h: None)
         embedding = self.embed(t, class_labels)
+        observe("time embedding", embedding)
         h = self.conv_in(x)
+        observe("conv_in", h)
         skips = [h]
         for level, blocks in enumerate(self.down):
-            for block, attention in zip(blocks.res_blocks, blocks.attentions):
+            for i, (block, attention) in enumerate(zip(blocks.res_blocks, blocks.attentions)):
                 h = attention(block(h, embedding))
+                observe(f"down{level}.block{i}", h)
                 skips.append(h)
             if level < len(self.downsamples):
                 h = self.downsamples[level](h)
+                observe(f"down{level}.downsample", h)
                 skips.append(h)
         h = self.mid_block2(self.mid_attention(self.mid_block1(h, embedding)), embedding)
+        observe("mid", h)
         for index, blocks in enumerate(self.up):
-            for block, attention in zip(blocks.res_blocks, blocks.attentions):
+            for i, (block, attention) in enumerate(zip(blocks.res_blocks, blocks.attentions)):
                 skip = skips.pop()
                 h = attention(block(autograd.cat([h, skip], dim=1), embedding))
+                observe(f"up{index}.block{i}", h)
             if index < len(self.upsamples):
                 h = self.upsamples[index](h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+                observe(f"up{index}.upsample", h)
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        observe("conv_out", out)
+        return out
 
     def _check_input(self, x: Tensor, t) -> None:
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:

@@ -7,29 +7,6 @@ from collections.abc import Iterable, Iterator
 from autograd.nn.module import Module
 
 
-class Sequential(Module):
-    """Applies its modules in order."""
-
-    def __init__(self, *modules: Module) -> None:
-        super().__init__()
-        for index, module in enumerate(modules):
-            self.add_module(str(index), module)
-
-    def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
-        return x
-
-    def __getitem__(self, index: int) -> Module:
-        return list(self._modules.values())[index]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-
 class ModuleList(Module):
     """A list of modules whose parameters are registered."""
 
@@ -55,6 +32,18 @@ class ModuleList(Module):
 
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
+
+
+class Sequential(ModuleList):
+    """Applies its modules in order."""
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__(modules)
+
+    def forward(self, x):
+        for module in self:
+            x = module(x)
+        return x
 
 
 class ModuleDict(Module):
