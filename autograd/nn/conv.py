@@ -13,16 +13,23 @@ from autograd.tensor import Tensor, default_dtype
 
 
 class _ConvNd(Module):
-    """Holds weight (shape given) and bias (length `bias_size`), PyTorch's default init:
-    U(+-1/sqrt(fan_in)) with fan_in = weight.shape[1] * kh * kw."""
+    """Holds the geometry, weight (channels_out_first, channels_in_per_group, kh, kw) and
+    bias (out_channels), with PyTorch's default init: U(+-1/sqrt(fan_in)),
+    fan_in = weight.shape[1] * kh * kw. `transposed` swaps the weight's channel dims."""
 
-    def __init__(self, in_channels: int, out_channels: int, weight_shape: tuple[int, ...],
-                 bias: bool, groups: int, dtype, generator) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride, dilation,
+                 bias: bool, groups: int, transposed: bool, dtype, generator) -> None:
         super().__init__()
         if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels {in_channels} and out_channels {out_channels} "
                              f"must both be divisible by groups={groups}")
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = positive_pair(kernel_size, "kernel_size")
+        self.stride = positive_pair(stride, "stride")
+        self.dilation = positive_pair(dilation, "dilation")
+        first, second = (in_channels, out_channels) if transposed else (out_channels,
+                                                                         in_channels)
+        weight_shape = (first, second // groups, *self.kernel_size)
         dtype = dtype or default_dtype
         self.weight = Parameter(np.empty(weight_shape, dtype))
         if bias:
@@ -38,13 +45,8 @@ class Conv2d(_ConvNd):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1,
                  padding=0, dilation=1, groups: int = 1, bias: bool = True, dtype=None,
                  generator=None) -> None:
-        kernel_size = positive_pair(kernel_size, "kernel_size")
-        super().__init__(in_channels, out_channels,
-                         (out_channels, in_channels // max(groups, 1), *kernel_size),
-                         bias, groups, dtype, generator)
-        self.kernel_size = kernel_size
-        self.stride, self.dilation = positive_pair(stride, "stride"), positive_pair(
-            dilation, "dilation")
+        super().__init__(in_channels, out_channels, kernel_size, stride, dilation, bias,
+                         groups, False, dtype, generator)
         self.padding = padding if isinstance(padding, str) else pair(padding, "padding")
 
     def forward(self, x: Tensor) -> Tensor:
@@ -64,13 +66,8 @@ class ConvTranspose2d(_ConvNd):
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1,
                  padding=0, output_padding=0, groups: int = 1, bias: bool = True,
                  dilation=1, dtype=None, generator=None) -> None:
-        kernel_size = positive_pair(kernel_size, "kernel_size")
-        super().__init__(in_channels, out_channels,
-                         (in_channels, out_channels // max(groups, 1), *kernel_size),
-                         bias, groups, dtype, generator)
-        self.kernel_size = kernel_size
-        self.stride, self.dilation = positive_pair(stride, "stride"), positive_pair(
-            dilation, "dilation")
+        super().__init__(in_channels, out_channels, kernel_size, stride, dilation, bias,
+                         groups, True, dtype, generator)
         self.padding = pair(padding, "padding")
         self.output_padding = pair(output_padding, "output_padding")
 
