@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import autograd
-from autograd.kernels import norm, softmax
+from autograd.kernels import activation, norm, softmax
 from autograd.nn import functional as F
 
 TOLERANCE = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
@@ -30,21 +30,48 @@ def group_norm_case(draw, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@given(data=st.data())
-def test_group_norm_kernels_match_references(dtype, data):
+@given(data=st.data(), silu=st.booleans(), channels_last=st.booleans())
+def test_group_norm_kernels_match_references(dtype, data, silu, channels_last):
     x, weight, bias, grad, groups = data.draw(group_norm_case(dtype))
-    fused = norm.group_norm_forward(x, weight, bias, groups, 1e-5)
+    if channels_last:  # (N, M, C) memory, as convolutions leave it: the other kernel family
+        x, grad = (np.ascontiguousarray(a.transpose(0, 2, 1)).transpose(0, 2, 1)
+                   for a in (x, grad))
+    fused = norm.group_norm_forward(x, weight, bias, groups, 1e-5, silu)
     reference = norm.group_norm_forward_reference(x, weight, bias, groups, 1e-5)
+    if silu:
+        reference = (activation.silu_reference(reference[0]), *reference[1:])
     for a, b in zip(fused, reference):
         assert a.dtype == dtype and a.shape == b.shape
         np.testing.assert_allclose(a, b, **TOLERANCE[dtype])
-    _, mean, rstd = reference
-    fused_grads = norm.group_norm_backward(grad, x, mean, rstd, weight, groups)
-    reference_grads = norm.group_norm_backward_reference(grad, x, mean, rstd, weight, groups)
+    if channels_last or silu:
+        assert fused[0].transpose(0, 2, 1).flags.c_contiguous
+    _, mean, rstd = norm.group_norm_forward_reference(x, weight, bias, groups, 1e-5)
+    fused_grads = norm.group_norm_backward(grad, x, mean, rstd, weight, groups, bias, silu)
+    upstream = (norm._silu_gradient_reference(grad, x, mean, rstd, weight, bias, groups)
+                if silu else grad)
+    reference_grads = norm.group_norm_backward_reference(upstream, x, mean, rstd, weight,
+                                                         groups)
     scale = {np.float32: 1e-3, np.float64: 1e-9}[dtype] * (1 + float(rstd.max()))
     for a, b in zip(fused_grads, reference_grads):
         assert a.dtype == dtype and a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=TOLERANCE[dtype]["rtol"], atol=scale)
+
+
+def test_silu_gradient_reference_is_the_chain_rule():
+    # d/dx silu(group_norm(x)) by finite differences of the references alone.
+    rng = np.random.default_rng(1)
+    x, weight, bias, grad = (rng.standard_normal(s) for s in ((2, 4, 5), 4, 4, (2, 4, 5)))
+    _, mean, rstd = norm.group_norm_forward_reference(x, weight, bias, 2, 1e-5)
+    upstream = norm._silu_gradient_reference(grad, x, mean, rstd, weight, bias, 2)
+    analytic = norm.group_norm_backward_reference(upstream, x, mean, rstd, weight, 2)[0]
+    direction = rng.standard_normal(x.shape)
+
+    def loss(a):
+        return (activation.silu_reference(
+            norm.group_norm_forward_reference(a, weight, bias, 2, 1e-5)[0]) * grad).sum()
+
+    numeric = (loss(x + 1e-6 * direction) - loss(x - 1e-6 * direction)) / 2e-6
+    np.testing.assert_allclose((analytic * direction).sum(), numeric, rtol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

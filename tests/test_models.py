@@ -89,3 +89,16 @@ def test_gradient_of_the_whole_unet_matches_finite_differences():
     eps = 1e-6
     numeric = (shifted(eps) - shifted(-eps)) / (2 * eps)
     assert predicted == pytest.approx(numeric, rel=1e-4, abs=1e-6)
+
+
+def test_fused_norm_silu_equals_the_two_layers_in_the_unet(monkeypatch):
+    from autograd.nn import functional as F
+    from tinydiff import models
+
+    model = UNet(preset("micro", image_size=8)).double()
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
+    t = np.array([3, 900])
+    fused = model(autograd.Tensor(x), t).numpy()
+    monkeypatch.setattr(models, "_norm_silu", lambda norm, h: F.silu(norm(h)))
+    np.testing.assert_allclose(model(autograd.Tensor(x), t).numpy(), fused, rtol=1e-12,
+                               atol=1e-12)

@@ -48,6 +48,35 @@ def test_group_norm_matches_definition_and_gradcheck(data, case):
     check_op(lambda t: F.group_norm(t, groups), x)
 
 
+@given(data=st.data(), case=grouped_shapes(), channels_last=st.booleans())
+def test_group_norm_silu_is_silu_of_group_norm_and_gradchecks(data, case, channels_last):
+    shape, groups = case
+    x = data.draw(arrays(shape))
+    if channels_last and x.ndim == 4:  # as a convolution leaves it
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    weight, bias = data.draw(arrays(shape[1:2])), data.draw(arrays(shape[1:2]))
+    tensors = [autograd.Tensor(a) for a in (x, weight, bias)]
+    expected = F.silu(F.group_norm(tensors[0], groups, tensors[1], tensors[2]))
+    fused = F.group_norm_silu(tensors[0], groups, tensors[1], tensors[2])
+    np.testing.assert_allclose(fused.numpy(), expected.numpy(), rtol=1e-12, atol=1e-12)
+    check_op(lambda t, w, b: F.group_norm_silu(t, groups, w, b), x, weight, bias)
+    check_op(lambda t: F.group_norm_silu(t, groups), x)
+
+
+def test_group_norm_silu_float32_matches_float64_and_errors():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 16, 6, 6)) * 3
+    w, b = rng.standard_normal(16), rng.standard_normal(16)
+    wide = F.group_norm_silu(autograd.Tensor(x), 4, autograd.Tensor(w), autograd.Tensor(b))
+    narrow = F.group_norm_silu(autograd.Tensor(x.astype(np.float32)), 4,
+                               autograd.Tensor(w.astype(np.float32)),
+                               autograd.Tensor(b.astype(np.float32)))
+    assert narrow.dtype == np.float32
+    np.testing.assert_allclose(narrow.numpy(), wide.numpy(), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="not divisible"):
+        F.group_norm_silu(autograd.Tensor(x), 5)
+
+
 @given(data=st.data(), n=st.integers(1, 3), channels=st.integers(1, 4),
        value=st.floats(-3, 3))
 def test_groups_of_one_value_and_constant_groups_have_finite_exact_gradients(data, n,

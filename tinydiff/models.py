@@ -76,6 +76,11 @@ def timestep_embedding(t: np.ndarray, dim: int, dtype=np.float32) -> np.ndarray:
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(dtype)
 
 
+def _norm_silu(norm: nn.GroupNorm, x: Tensor) -> Tensor:
+    """F.silu(norm(x)), computed by the fused GroupNorm + SiLU kernel."""
+    return F.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
+
+
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> conv3x3, + projected time embedding, GroupNorm -> SiLU ->
     dropout -> conv3x3, plus the (1x1-projected when channels change) input."""
@@ -93,9 +98,9 @@ class ResBlock(nn.Module):
                          if in_channels != out_channels else nn.Identity())
 
     def forward(self, x: Tensor, embedding: Tensor) -> Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv1(_norm_silu(self.norm1, x))
         h = h + self.embed_proj(F.silu(embedding))[:, :, None, None]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = self.conv2(self.dropout(_norm_silu(self.norm2, h)))
         return self.shortcut(x) + h
 
 
@@ -232,7 +237,7 @@ class UNet(nn.Module):
             if index < len(self.upsamples):
                 h = self.upsamples[index](h)
                 observe(f"up{index}.upsample", h)
-        out = self.conv_out(F.silu(self.norm_out(h)))
+        out = self.conv_out(_norm_silu(self.norm_out, h))
         observe("conv_out", out)
         return out
 

@@ -10,14 +10,14 @@ from autograd.nn.embedding import embedding
 from autograd.ops import gelu, log_softmax, pad, relu, sigmoid, silu, softmax, tanh
 from autograd.ops.attention import scaled_dot_product_attention
 from autograd.ops.conv import conv2d, conv_transpose2d
-from autograd.ops.norm import batch_norm, group_norm, layer_norm
+from autograd.ops.norm import batch_norm, group_norm, group_norm_silu, layer_norm
 from autograd.ops.pooling import avg_pool2d, interpolate, max_pool2d
 from autograd.tensor import Tensor
 
 __all__ = ["linear", "relu", "silu", "gelu", "sigmoid", "tanh", "softmax", "log_softmax",
            "pad", "mse_loss", "cross_entropy", "nll_loss"]
-__all__ += ["group_norm", "layer_norm", "batch_norm", "scaled_dot_product_attention",
-            "dropout", "embedding"]
+__all__ += ["group_norm", "group_norm_silu", "layer_norm", "batch_norm",
+            "scaled_dot_product_attention", "dropout", "embedding"]
 __all__ += ["conv2d", "conv_transpose2d", "interpolate", "avg_pool2d", "max_pool2d"]
 
 

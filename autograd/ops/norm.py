@@ -27,8 +27,8 @@ from autograd.tensor import Tensor
 class _GroupedNorm(Function):
     """Normalise the kernel layout's groups; subclasses say how x maps onto that layout."""
 
-    def __init__(self, num_groups: int, eps: float) -> None:
-        self.num_groups, self.eps = num_groups, eps
+    def __init__(self, num_groups: int, eps: float, silu: bool = False) -> None:
+        self.num_groups, self.eps, self.silu = num_groups, eps, silu
 
     def to_layout(self, a: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -38,15 +38,16 @@ class _GroupedNorm(Function):
 
     def forward(self, x, weight, bias):
         out, self.mean, self.rstd = group_norm_forward(
-            self.to_layout(x), weight.reshape(-1), bias.reshape(-1), self.num_groups, self.eps)
-        self.save_for_backward(x, weight)
+            self.to_layout(x), weight.reshape(-1), bias.reshape(-1), self.num_groups, self.eps,
+            self.silu)
+        self.save_for_backward(x, weight, bias)
         return self.from_layout(out, x.shape)
 
     def backward(self, grad):  # dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
-        x, weight = self.saved
+        x, weight, bias = self.saved  # with silu, dy = grad * silu'(y) first (in the kernel)
         grad_x, grad_weight, grad_bias = group_norm_backward(
             self.to_layout(grad), self.to_layout(x), self.mean, self.rstd,
-            weight.reshape(-1), self.num_groups)
+            weight.reshape(-1), self.num_groups, bias.reshape(-1), self.silu)
         return (
             self.from_layout(grad_x, x.shape) if self.needs_input_grad[0] else None,
             grad_weight.reshape(weight.shape) if self.needs_input_grad[1] else None,
@@ -100,18 +101,31 @@ def _affine(x: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple[
     return as_tensors(x, weight, bias)
 
 
+def _check_groups(x: Tensor, num_groups: int, what: str) -> None:
+    if x.ndim < 2:
+        raise ValueError(f"{what} expects input of shape (N, C, *), got {x.shape}")
+    channels = x.shape[1]
+    if num_groups <= 0 or channels % num_groups:
+        raise ValueError(f"{what}: {channels} channels are not divisible into "
+                         f"{num_groups} groups")
+
+
 def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None,
                bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
     """x: (N, C, *) normalised over each group of C // num_groups channels (and all
     positions); weight, bias: (C,)."""
-    if x.ndim < 2:
-        raise ValueError(f"group_norm expects input of shape (N, C, *), got {x.shape}")
-    channels = x.shape[1]
-    if num_groups <= 0 or channels % num_groups:
-        raise ValueError(f"group_norm: {channels} channels are not divisible into "
-                         f"{num_groups} groups")
-    x, weight, bias = _affine(x, weight, bias, (channels,), "group_norm")
+    _check_groups(x, num_groups, "group_norm")
+    x, weight, bias = _affine(x, weight, bias, (x.shape[1],), "group_norm")
     return GroupNorm.apply(x, weight, bias, num_groups=num_groups, eps=eps)
+
+
+def group_norm_silu(x: Tensor, num_groups: int, weight: Tensor | None = None,
+                    bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
+    """silu(group_norm(x, num_groups, weight, bias, eps)) in one fused kernel pass, forward
+    and backward (the UNet's every GroupNorm -> SiLU); same shapes as group_norm."""
+    _check_groups(x, num_groups, "group_norm_silu")
+    x, weight, bias = _affine(x, weight, bias, (x.shape[1],), "group_norm_silu")
+    return GroupNorm.apply(x, weight, bias, num_groups=num_groups, eps=eps, silu=True)
 
 
 def layer_norm(x: Tensor, normalized_shape: int | tuple[int, ...],
