@@ -49,3 +49,19 @@ def test_module_entry_point_prints_help():
     result = subprocess.run([sys.executable, "-m", "tinydiff", "--help"], capture_output=True,
                             text=True, check=True)
     assert "train" in result.stdout and "sample" in result.stdout
+
+
+def test_class_conditional_sampling_saves_the_labels(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--preset", "micro", "--steps", "2",
+                 "--batch-size", "4", "--class-conditional", "--sample-n", "0",
+                 "--no-progress"]) == 0
+    for extra, expected in (([], np.arange(12) % 10),
+                            (["--class", "3", "--guidance", "2"], np.full(12, 3))):
+        npz = tmp_path / "s.npz"
+        assert main(["sample", "--ckpt", str(run / "ckpt.npz"), "--steps", "2", "--n", "12",
+                     "--batch-size", "5", "--out", str(tmp_path / "g.png"), "--npz", str(npz),
+                     *extra]) == 0
+        with np.load(npz) as archive:
+            np.testing.assert_array_equal(archive["labels"], expected)
+            assert archive["samples"].shape == (12, 1, 28, 28)

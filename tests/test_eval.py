@@ -55,9 +55,14 @@ def test_random_shift_moves_content_within_two_pixels():
     assert len({(r, c) for r, c in zip(rows, cols)}) > 5
 
 
-def test_classifier_learns_and_round_trips_through_the_cache(tmp_path):
+@pytest.fixture(scope="module")
+def small_classifier():
     images, labels = load_mnist("train", limit=3000)
-    model = train_classifier(images, labels, epochs=2, batch_size=64, progress=False)
+    return train_classifier(images, labels, epochs=2, batch_size=64, progress=False)
+
+
+def test_classifier_learns_and_round_trips_through_the_cache(tmp_path, small_classifier):
+    model = small_classifier
     test_images, test_labels = load_mnist("test", limit=500)
     assert accuracy(model, test_images, test_labels) > 0.85
     features, probabilities = predict(model, test_images[:10])
@@ -78,3 +83,23 @@ def test_image_grid_layout():
     grid = image_grid(images, nrow=2, padding=1)
     assert grid.shape == (2 * 3 + 1, 2 * 4 + 1)
     assert grid[1, 1] == 0.0 and grid[1, 5] == 0.5 and grid[4, 1] == 1.0 and grid[0, 0] == 1.0
+
+
+def test_eval_command_scores_labelled_samples(tmp_path, monkeypatch, capsys, small_classifier):
+    from tinydiff import eval as evaluation
+    from tinydiff.cli import main
+
+    images, labels = load_mnist("test", limit=300)
+    monkeypatch.setattr(evaluation, "load_classifier", lambda: small_classifier)
+    expected = accuracy(small_classifier, images, labels)
+    np.savez(tmp_path / "right.npz", samples=images, labels=labels)
+    np.savez(tmp_path / "wrong.npz", samples=images, labels=(labels + 1) % 10)
+    assert main(["eval", "--samples", str(tmp_path / "right.npz")]) == 0
+    printed = capsys.readouterr().out
+    assert "MNIST-FID (300 samples vs test set)" in printed
+    assert f"classified as the requested digit: {expected:.3f}" in printed
+    report = evaluation.evaluate_samples(images, small_classifier,
+                                         labels=(labels + 1) % 10)
+    assert report.label_accuracy < 0.1 and report.classes_present == 10
+    assert main(["eval", "--samples", str(tmp_path / "wrong.npz")]) == 0
+    assert f"requested digit: {report.label_accuracy:.3f}" in capsys.readouterr().out

@@ -110,6 +110,10 @@ def add_eval_parser(commands) -> None:
     p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     p.add_argument("--steps", type=positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--guidance", type=float,
+                   help="classifier-free guidance scale (class-conditional checkpoints; "
+                   "the samples cycle through the digits)")
+    p.add_argument("--no-ema", action="store_true", help="sample from the raw weights")
     p.add_argument("--nll-images", type=non_negative_int, default=0,
                    help="test images for the NLL bound (each costs T model calls; 0 skips)")
     p.add_argument("--threads", type=positive_int)
@@ -173,8 +177,10 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
                     eta: float = 0.0, class_label: int | None = None,
                     guidance: float | None = None, seed: int = 0, npz: Path | None = None,
                     trajectory: Path | None = None, use_ema: bool = True,
-                    batch_size: int = 256) -> np.ndarray:
-    """Sample `n` images from a checkpoint and write the PNG grid (and .npz, trajectory)."""
+                    batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
+    """Sample `n` images from a checkpoint and write the PNG grid (and .npz, trajectory).
+    Returns the images and, for a class-conditional model, the labels they were asked for
+    (`class_label`, or the digits in turn)."""
     import autograd
     from tinydiff.plots import plot_trajectory, save_image_grid
     from tinydiff.samplers import sample
@@ -190,13 +196,15 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
     generator = np.random.default_rng(seed)
     size = model.config.image_size
     batches, trajectories = [], None
+    labels = None
+    if conditional:
+        labels = (np.full(n, class_label) if class_label is not None
+                  else np.arange(n) % model.config.num_classes).astype(np.int64)
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
         cond, null_cond = {}, None
         if conditional:
-            labels = (np.full(count, class_label) if class_label is not None
-                      else np.arange(start, start + count) % model.config.num_classes)
-            cond["class_labels"] = labels.astype(np.int64)
+            cond["class_labels"] = labels[start:start + count]
             null_cond = {"class_labels": model.config.num_classes}
         with autograd.no_grad():
             result = sample(model, schedule, (count, model.config.in_channels, size, size),
@@ -211,11 +219,11 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
     images = np.concatenate(batches)
     save_image_grid(images, out)
     if npz is not None:
-        np.savez(npz, samples=images)
+        np.savez(npz, samples=images, **({} if labels is None else {"labels": labels}))
     if trajectory is not None and trajectories is not None:
         plot_trajectory(trajectories.timesteps, trajectories.samples,
                         trajectories.pred_original_samples, trajectory)
-    return images
+    return images, labels
 
 
 def run_sample(args: argparse.Namespace) -> int:
@@ -235,11 +243,13 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.samples is not None:
         with np.load(args.samples) as archive:
             samples = archive["samples"]
+            labels = archive["labels"] if "labels" in archive else None
     else:
         grid = args.ckpt.parent / f"eval-{args.sampler}{args.steps}-samples.png"
-        samples = sample_to_files(args.ckpt, n=args.n, out=grid, sampler=args.sampler,
-                                  steps=args.steps, seed=args.seed)
-    for line in evaluate_samples(samples, seed=args.seed).lines():
+        samples, labels = sample_to_files(args.ckpt, n=args.n, out=grid, sampler=args.sampler,
+                                          steps=args.steps, seed=args.seed,
+                                          guidance=args.guidance, use_ema=not args.no_ema)
+    for line in evaluate_samples(samples, seed=args.seed, labels=labels).lines():
         print(line)
     if args.nll_images:
         if args.ckpt is None:
@@ -247,7 +257,8 @@ def run_eval(args: argparse.Namespace) -> int:
         from tinydiff.data import load_mnist
         from tinydiff.training import load_for_sampling
 
-        model, schedule, prediction_type, _ = load_for_sampling(args.ckpt)
+        model, schedule, prediction_type, _ = load_for_sampling(args.ckpt,
+                                                                use_ema=not args.no_ema)
         images = load_mnist("test")[0][: args.nll_images]
         mean, error = nll_bits_per_dim(model, schedule, images, prediction_type,
                                        seed=args.seed)

@@ -149,21 +149,26 @@ class SampleReport:
     mean_confidence: float
     class_histogram: np.ndarray
     classes_present: int
+    label_accuracy: float | None = None  # class-conditional samples: classifier == label
 
     def lines(self) -> list[str]:
         histogram = " ".join(f"{d}:{c}" for d, c in enumerate(self.class_histogram))
-        return [
+        lines = [
             f"MNIST-FID ({self.count} samples vs test set): {self.fid:.2f}",
             f"reference: {self.count} train images vs test set: {self.reference_fid:.2f}",
             f"mean classifier confidence: {self.mean_confidence:.3f}",
             f"classes present: {self.classes_present}/10  ({histogram})",
         ]
+        if self.label_accuracy is not None:
+            lines.append(f"classified as the requested digit: {self.label_accuracy:.3f}")
+        return lines
 
 
 def evaluate_samples(samples: np.ndarray, classifier: Classifier | None = None,
-                     seed: int = 0) -> SampleReport:
+                     seed: int = 0, labels: np.ndarray | None = None) -> SampleReport:
     """FID against the MNIST test set, confidence and class histogram of `samples`
-    (N, 1, 28, 28) in [-1, 1]; the reference FID uses N random training images."""
+    (N, 1, 28, 28) in [-1, 1]; the reference FID uses N random training images. With the
+    `labels` (N,) the samples were conditioned on, also the fraction classified as them."""
     classifier = classifier or load_classifier()
     test_images, _ = load_mnist("test")
     train_images, _ = load_mnist("train")
@@ -181,6 +186,8 @@ def evaluate_samples(samples: np.ndarray, classifier: Classifier | None = None,
         mean_confidence=float(probabilities.max(axis=1).mean()),
         class_histogram=histogram,
         classes_present=int(np.count_nonzero(histogram)),
+        label_accuracy=(None if labels is None
+                        else float(np.mean(probabilities.argmax(axis=1) == labels))),
     )
 
 

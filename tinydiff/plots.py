@@ -116,3 +116,23 @@ def plot_trajectory(timesteps: np.ndarray, samples: np.ndarray, predicted_x0: np
                     ax.set_ylabel(label)
         axes[0, column].set_title(f"t={int(t)}", fontsize=8)
     return _save(figure, path)
+
+
+def plot_labelled_rows(rows: Mapping[str, np.ndarray], path: str | Path,
+                       title: str | None = None) -> Path:
+    """One labelled row of images per entry: {label: (N, C, H, W) in [-1, 1]}, each row
+    tiled side by side (for comparisons: samplers, guidance scales)."""
+    if not rows:
+        raise ValueError("plot_labelled_rows needs at least one row")
+    tiles = [image_grid(images, nrow=len(images)) for images in rows.values()]
+    width = max(tile.shape[1] for tile in tiles)
+    figure = Figure(figsize=(width / 40 + 1.5, 0.75 * len(tiles) + 0.4),
+                    layout="constrained")
+    for axes, label, tile in zip(np.atleast_1d(figure.subplots(len(tiles), 1)), rows, tiles):
+        axes.imshow(tile, cmap="gray", vmin=0, vmax=1)
+        axes.set_xticks([])
+        axes.set_yticks([])
+        axes.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=9)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return _save(figure, path)
