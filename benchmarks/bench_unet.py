@@ -1,9 +1,10 @@
 """Training and sampling speed of the mnist-tiny UNet on this machine.
 
     python benchmarks/bench_unet.py [--preset mnist-tiny] [--batch 64] [--steps 6]
-                                    [--threads N] [--profile]
+                                    [--threads N] [--slices S] [--profile]
 
-Prints training images/s (a full DDPM step: forward, backward, clip, AdamW, EMA), forward
+Prints training images/s (a full DDPM step of the Trainer: forward, backward, clip, AdamW,
+EMA; the batch in S slices on min(S, threads) worker threads, S = 2 by default), forward
 (sampling) images/s, peak memory, and the achieved GFLOP/s (1.66 GFLOP per image for a
 training step, 0.554 for a forward, convolutions and matrix products only) as a fraction
 of the float32 matmul GFLOP/s that NumPy reaches in the same run.
@@ -33,6 +34,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--steps", type=int, default=6, help="timed steps (median)")
     parser.add_argument("--threads", type=int)
+    parser.add_argument("--slices", type=int, default=TrainConfig.batch_slices,
+                        help="batch slices (TrainConfig.batch_slices; 1: one pass)")
     parser.add_argument("--profile", action="store_true", help="print the top costs")
     args = parser.parse_args()
     if args.threads:
@@ -40,7 +43,8 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (args.batch * (args.steps + 2), 1, 28, 28)).astype(np.float32)
-    config = TrainConfig(model=args.preset, batch_size=args.batch, steps=10**6)
+    config = TrainConfig(model=args.preset, batch_size=args.batch, steps=10**6,
+                         batch_slices=args.slices)
     trainer = Trainer(config, images, np.zeros(len(images), np.int64))
     trainer.train_step()  # compile kernels, allocate optimizer state
     train_s = median_seconds(trainer.train_step, args.steps)
@@ -57,7 +61,7 @@ def main() -> None:
     train_gflops = train_rate * TRAIN_GFLOP_PER_IMAGE
     forward_gflops = forward_rate * FORWARD_GFLOP_PER_IMAGE
     print(f"{args.preset}: {count_parameters(model):,} parameters, batch {args.batch}, "
-          f"threads {autograd.get_num_threads()}")
+          f"threads {autograd.get_num_threads()}, training in {args.slices} slice(s)")
     print(f"numpy float32 matmul: {gemm:.1f} GFLOP/s")
     print(f"{'':<10}{'s/batch':>9}{'img/s':>9}{'GFLOP/s':>9}{'of matmul':>11}")
     print(f"{'train':<10}{train_s:>9.3f}{train_rate:>9.1f}{train_gflops:>9.1f}"

@@ -324,3 +324,18 @@ def test_linear(data, n, features, out):
     F = autograd.nn.functional
     x, w, b = (data.draw(arrays(s)) for s in [(n, features), (out, features), (out,)])
     check_op(F.linear, x, w, b)
+
+
+@given(data=st.data(), channels=st.lists(st.integers(1, 3), min_size=1, max_size=3),
+       mixed=st.booleans())
+def test_cat_of_channels_last_images_stays_channels_last(data, channels, mixed):
+    n, h, w = (data.draw(st.integers(1, 3)) for _ in range(3))
+    xs = [np.ascontiguousarray(data.draw(arrays((n, h, w, c)))).transpose(0, 3, 1, 2)
+          for c in channels]
+    if mixed:  # one NCHW input: the plain concatenation
+        xs[0] = np.ascontiguousarray(xs[0])
+    out = autograd.cat([autograd.Tensor(x) for x in xs], dim=1).numpy()
+    np.testing.assert_array_equal(out, np.concatenate(xs, axis=1))
+    if not mixed:
+        assert out.transpose(0, 2, 3, 1).flags.c_contiguous
+    check_op(lambda *ts: autograd.cat(ts, dim=1), *xs)

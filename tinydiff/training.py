@@ -19,6 +19,7 @@ import numpy as np
 
 import autograd
 from autograd import nn, optim
+from autograd.nn.parallel import Replicas
 from autograd.optim import lr_scheduler
 from autograd.random import default_generator
 from tinydiff.data import BatchIterator, load_mnist
@@ -36,6 +37,9 @@ class TrainConfig:
     model: str = "mnist-tiny"
     steps: int = 500
     batch_size: int = 64
+    # The batch's gradient is the sum of this many equal slices' (in order), computed on
+    # separate threads when there are cores for them; the result does not depend on that.
+    batch_slices: int = 2
     lr: float = 1e-3
     lr_schedule: str = "constant"  # or "cosine" (decay to 0 at `steps`)
     warmup_steps: int = 100
@@ -61,6 +65,9 @@ class TrainConfig:
             problems.append(f"steps must be >= 0, got {self.steps}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batch_slices < 1 or self.batch_size % self.batch_slices:
+            problems.append(f"batch_slices must be >= 1 and divide batch_size "
+                            f"{self.batch_size}, got {self.batch_slices}")
         if not self.lr > 0:
             problems.append(f"lr must be positive, got {self.lr}")
         if self.lr_schedule not in ("constant", "cosine"):
@@ -92,8 +99,11 @@ class Trainer:
     """Owns the model, optimizer, EMA, data order and generators of one training run."""
 
     def __init__(self, config: TrainConfig, images: np.ndarray | None = None,
-                 labels: np.ndarray | None = None, model: UNet | None = None) -> None:
+                 labels: np.ndarray | None = None, model: UNet | None = None,
+                 workers: int | None = None) -> None:
+        """`workers`: threads for the batch slices (default: autograd's thread count)."""
         self.config = config
+        self.workers = workers or autograd.get_num_threads()
         if images is None:
             images, labels = load_mnist("train", data_dir=config.data_dir)
         autograd.manual_seed(config.seed)  # model init (and dropout) draw from it
@@ -104,6 +114,8 @@ class Trainer:
                              f"images, the data has {images.shape[-1]}px")
         self.schedule = make_schedule(config)
         self.parameters = list(self.model.parameters())
+        self.replicas = Replicas(self.model, config.batch_slices) if config.batch_slices > 1 \
+            else None
         self.optimizer = optim.AdamW(self.parameters, lr=config.lr,
                                      weight_decay=config.weight_decay)
         if config.lr_schedule == "cosine":
@@ -132,18 +144,31 @@ class Trainer:
             dropped = self.generator.random(labels.shape) < config.label_dropout
             cond["class_labels"] = np.where(dropped, 10, labels)
         self.model.train()
-        loss = training_loss(self.model, self.schedule, x0, self.generator,
-                             prediction_type=config.prediction_type,
-                             loss_weighting=config.loss_weighting,
-                             snr_gamma=config.snr_gamma, **cond)
-        value = loss.item()
+        options = dict(prediction_type=config.prediction_type,
+                       loss_weighting=config.loss_weighting, snr_gamma=config.snr_gamma)
+        if self.replicas is None:
+            loss = training_loss(self.model, self.schedule, x0, self.generator, **options,
+                                 **cond)
+            self.optimizer.zero_grad()
+            loss.backward()
+            value = loss.item()
+        else:  # slice i draws t and noise from its own generator, seeded in order here
+            size = len(x0) // config.batch_slices
+            seeds = self.generator.integers(0, 2**63, size=config.batch_slices)
+
+            def slice_loss(i: int):
+                part = slice(i * size, (i + 1) * size)
+                return lambda model: training_loss(
+                    model, self.schedule, x0[part], np.random.default_rng(seeds[i]),
+                    **options, **{k: v[part] for k, v in cond.items()}) / config.batch_slices
+
+            value = sum(self.replicas.backward(
+                [slice_loss(i) for i in range(config.batch_slices)], self.workers))
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"the loss became {value} at step {self.step + 1}; training stopped and the "
                 "last checkpoint was kept. Try a lower --lr or a smaller --grad-clip."
             )
-        self.optimizer.zero_grad()
-        loss.backward()
         if config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.parameters, config.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]

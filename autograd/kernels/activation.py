@@ -49,7 +49,7 @@ _TAYLOR = tuple(np.float32(1.0 / math.factorial(k)) for k in range(8))
 _FAST = {"contract", "afn", "arcp"}  # no nnan/ninf: NaN inputs stay NaN
 
 
-@numba.njit(cache=True, fastmath=_FAST)
+@numba.njit(nogil=True, cache=True, fastmath=_FAST)
 def _sigmoid_float32(y, out, times_y, poly, bits):
     """out = sigmoid(y) (times y with `times_y`: SiLU) for 1-D float32 arrays; poly, bits:
     float32 and int32 scratch of y's size."""
@@ -69,7 +69,7 @@ def _sigmoid_float32(y, out, times_y, poly, bits):
         out[i] = s * y[i] if times_y else s
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def sigmoid_into(y, out, times_y=False):
     """out = sigmoid(y), or y * sigmoid(y) with `times_y`, for 1-D contiguous arrays of one
     float dtype. out may be y itself, but then the loops do not vectorise (LLVM's alias check

@@ -44,7 +44,7 @@ class Window(NamedTuple):
 # ---- compiled kernels ---------------------------------------------------------------------
 
 
-@numba.njit(parallel=PARALLEL, cache=True)
+@numba.njit(parallel=PARALLEL, nogil=True, cache=True)
 def _im2col_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, pad_value, cols):
     n, h, w, c = x.shape
     for image_row in numba.prange(n * ho):
@@ -69,7 +69,7 @@ def _im2col_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, pad_value, cols):
                             dst[k] = pad_value
 
 
-@numba.njit(parallel=PARALLEL, cache=True)
+@numba.njit(parallel=PARALLEL, nogil=True, cache=True)
 def _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, out):
     n, h, w, c = out.shape
     for b in numba.prange(n):  # one image per task: no two tasks write one pixel

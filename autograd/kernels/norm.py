@@ -76,7 +76,7 @@ def _silu_gradient_reference(grad, x, mean, rstd, weight, bias, num_groups):
 PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _forward_group(x, weight, bias, num_groups, eps, out, mean, rstd, row):
     channels, m = x.shape[1], x.shape[2]
     per_group = channels // num_groups
@@ -102,7 +102,7 @@ def _forward_group(x, weight, bias, num_groups, eps, out, mean, rstd, row):
             out[n, c, i] = (x[n, c, i] - mu) * scale + bias[c]
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _backward_group(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum_dy_xc, row):
     channels, m = x.shape[1], x.shape[2]
     per_group = channels // num_groups
@@ -131,25 +131,25 @@ def _backward_group(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum
                                - r * (mean_dxhat + (x[n, c, i] - mu) * xc_coefficient))
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _forward_serial(x, weight, bias, num_groups, eps, out, mean, rstd):
     for row in range(x.shape[0] * num_groups):
         _forward_group(x, weight, bias, num_groups, eps, out, mean, rstd, row)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(nogil=True, cache=True, parallel=True)
 def _forward_parallel(x, weight, bias, num_groups, eps, out, mean, rstd):
     for row in numba.prange(x.shape[0] * num_groups):
         _forward_group(x, weight, bias, num_groups, eps, out, mean, rstd, row)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _backward_serial(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum_dy_xc):
     for row in range(x.shape[0] * num_groups):
         _backward_group(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum_dy_xc, row)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(nogil=True, cache=True, parallel=True)
 def _backward_parallel(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum_dy_xc):
     for row in numba.prange(x.shape[0] * num_groups):
         _backward_group(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum_dy_xc, row)
@@ -158,7 +158,7 @@ def _backward_parallel(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, 
 # Channels-last family: x is (N, M, C) C-contiguous; a prange over samples.
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _channel_stats(x, n, num_groups, eps, mean, rstd):
     """Per-channel float64 (mean, rstd) of sample n's groups; writes mean/rstd[n, g]."""
     m, channels = x.shape[1], x.shape[2]
@@ -186,7 +186,7 @@ def _channel_stats(x, n, num_groups, eps, mean, rstd):
     return channel_mean, channel_rstd
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _affine_channels_last(x, scale, shift, out):
     """out = x * scale + shift per channel, for one sample's (M, C) x: the normalised y."""
     for i in range(x.shape[0]):
@@ -198,7 +198,7 @@ def _affine_channels_last(x, scale, shift, out):
 # vectorised sigmoid ran 1.4x slower (numba 0.6x, measured).
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _forward_sample(x, weight, bias, num_groups, eps, silu, out, mean, rstd, n):
     channel_mean, channel_rstd = _channel_stats(x, n, num_groups, eps, mean, rstd)
     scale = (weight * channel_rstd).astype(x.dtype)  # y = x * scale + shift
@@ -211,13 +211,13 @@ def _forward_sample(x, weight, bias, num_groups, eps, silu, out, mean, rstd, n):
         _affine_channels_last(x[n], scale, shift, out[n])
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(nogil=True, cache=True, parallel=True)
 def _forward_channels_last(x, weight, bias, num_groups, eps, silu, out, mean, rstd):
     for n in numba.prange(x.shape[0]):
         _forward_sample(x, weight, bias, num_groups, eps, silu, out, mean, rstd, n)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _backward_sample(grad, x, mean, rstd, weight, bias, silu, grad_x, sum_dy, sum_dy_xhat, n):
     """grad_x[n] holds dy (the gradient at the norm's output) between the two passes."""
     m, channels = x.shape[1], x.shape[2]
@@ -260,7 +260,7 @@ def _backward_sample(grad, x, mean, rstd, weight, bias, silu, grad_x, sum_dy, su
                                - rstd_x[c] * (mean_dxhat[c] + xhat * mean_dxhat_xhat[c]))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(nogil=True, cache=True, parallel=True)
 def _backward_channels_last(grad, x, mean, rstd, weight, bias, silu, grad_x, sum_dy,
                             sum_dy_xhat):
     for n in numba.prange(x.shape[0]):

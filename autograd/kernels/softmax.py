@@ -38,7 +38,7 @@ def softmax_backward_reference(grad: np.ndarray, y: np.ndarray) -> np.ndarray:
 PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _forward_row(x, out, empty_row_value, r):
     length = x.shape[1]
     peak = x[r, 0]
@@ -59,7 +59,7 @@ def _forward_row(x, out, empty_row_value, r):
         out[r, j] *= inverse
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _backward_row(grad, y, grad_x, r):
     length = y.shape[1]
     dot = 0.0
@@ -69,25 +69,25 @@ def _backward_row(grad, y, grad_x, r):
         grad_x[r, j] = y[r, j] * (grad[r, j] - dot)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _forward_serial(x, out, empty_row_value):
     for r in range(x.shape[0]):
         _forward_row(x, out, empty_row_value, r)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(nogil=True, cache=True, parallel=True)
 def _forward_parallel(x, out, empty_row_value):
     for r in numba.prange(x.shape[0]):
         _forward_row(x, out, empty_row_value, r)
 
 
-@numba.njit(cache=True)
+@numba.njit(nogil=True, cache=True)
 def _backward_serial(grad, y, grad_x):
     for r in range(y.shape[0]):
         _backward_row(grad, y, grad_x, r)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(nogil=True, cache=True, parallel=True)
 def _backward_parallel(grad, y, grad_x):
     for r in numba.prange(y.shape[0]):
         _backward_row(grad, y, grad_x, r)

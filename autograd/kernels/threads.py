@@ -24,3 +24,9 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """The number of threads numba kernels use (set_num_threads sets BLAS to the same)."""
     return numba.get_num_threads()
+
+
+def single_threaded_blas():
+    """A context manager: BLAS on one thread inside, as before after (for work that runs
+    its own threads, each calling BLAS)."""
+    return _controller.limit(limits=1, user_api="blas")

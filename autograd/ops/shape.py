@@ -217,12 +217,22 @@ def gather(a: Tensor, dim: int, index) -> Tensor:
 # ---- joining and splitting ----------------------------------------------------------------
 
 
+def _is_channels_last(a: np.ndarray) -> bool:
+    """An (N, C, H, W) array whose memory is (N, H, W, C)."""
+    return a.ndim == 4 and a.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
 class Cat(Function):
     def __init__(self, dim: int) -> None:
         self.dim = dim
 
     def forward(self, *arrays):
         self.bounds = np.cumsum([a.shape[self.dim] for a in arrays])[:-1]
+        if self.dim == 1 and all(_is_channels_last(a) for a in arrays):
+            # Keep convolutions' channels-last memory (a UNet's skip concatenation feeds a
+            # norm and a conv, which would each transpose an NCHW result back).
+            last = np.concatenate([a.transpose(0, 2, 3, 1) for a in arrays], axis=3)
+            return last.transpose(0, 3, 1, 2)
         return np.concatenate(arrays, axis=self.dim)
 
     def backward(self, grad):  # each input gets its slice
