@@ -103,3 +103,22 @@ def test_eval_command_scores_labelled_samples(tmp_path, monkeypatch, capsys, sma
     assert report.label_accuracy < 0.1 and report.classes_present == 10
     assert main(["eval", "--samples", str(tmp_path / "wrong.npz")]) == 0
     assert f"requested digit: {report.label_accuracy:.3f}" in capsys.readouterr().out
+
+
+def test_eval_command_samples_a_checkpoint_and_bounds_the_nll(tmp_path, monkeypatch, capsys,
+                                                              small_classifier):
+    from tinydiff import eval as evaluation
+    from tinydiff.cli import main
+    from tinydiff.training import Trainer, TrainConfig
+
+    images, labels = load_mnist("train", limit=8)
+    config = TrainConfig(model="micro", steps=1, batch_size=4, class_conditional=True)
+    checkpoint = Trainer(config, images, labels).train(tmp_path, progress=False)
+    monkeypatch.setattr(evaluation, "load_classifier", lambda: small_classifier)
+    assert main(["eval", "--ckpt", str(checkpoint), "--n", "6", "--steps", "2",
+                 "--guidance", "2", "--nll-images", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "MNIST-FID (6 samples vs test set)" in printed
+    assert "classified as the requested digit" in printed
+    assert "bits/dim (2 test images)" in printed
+    assert (tmp_path / "eval-ddim2-samples.png").exists()

@@ -8,7 +8,7 @@ import pytest
 
 import autograd
 from autograd import nn
-from autograd.nn.parallel import Replicas
+from autograd.nn.parallel import Replicas, parallel_apply, sliced_forward
 
 
 def small_net() -> nn.Module:
@@ -70,3 +70,27 @@ def test_errors():
         Replicas(nn.Linear(2, 2), 0)
     with pytest.raises(ValueError, match="2 replicas"):
         Replicas(nn.Linear(2, 2), 2).backward([lambda m: m.weight.sum()], workers=1)
+
+
+def test_parallel_apply_and_sliced_forward_match_serial_calls():
+    net = small_net()
+    x = np.random.default_rng(2).standard_normal((5, 2, 4, 4))
+    expected = net(autograd.Tensor(x)).numpy()
+    with autograd.no_grad():
+        outputs = parallel_apply([net, net], [(autograd.Tensor(x[:2]),),
+                                              (autograd.Tensor(x[2:]),)], workers=2)
+        assert not any(o.requires_grad for o in outputs)  # the caller's grad mode
+        for workers in (1, 2, 3, 8):
+            np.testing.assert_allclose(sliced_forward(net, workers)(x), expected,
+                                       rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.concatenate([o.numpy() for o in outputs]), expected,
+                               rtol=1e-12, atol=1e-12)
+
+    def model(x, t, scale=1.0, labels=None):  # array arguments are cut, others passed
+        return x * scale + t[:, None] + labels[:, None]
+
+    x, t, labels = np.arange(6.0).reshape(3, 2), np.arange(3.0), np.array([1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(sliced_forward(model, 2)(x, t, scale=2.0, labels=labels),
+                                  model(x, t, scale=2.0, labels=labels))
+    with pytest.raises(ValueError, match="2 modules, 1 inputs"):
+        parallel_apply([net, net], [(x,)])

@@ -182,11 +182,13 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
     Returns the images and, for a class-conditional model, the labels they were asked for
     (`class_label`, or the digits in turn)."""
     import autograd
+    from autograd.nn.parallel import sliced_forward
     from tinydiff.plots import plot_trajectory, save_image_grid
     from tinydiff.samplers import sample
     from tinydiff.training import load_for_sampling
 
     model, schedule, prediction_type, _ = load_for_sampling(ckpt, use_ema=use_ema)
+    forward = sliced_forward(model)  # the batch in slices, one per thread
     conditional = model.config.num_classes is not None
     if (class_label is not None or guidance is not None) and not conditional:
         raise ValueError(f"{ckpt} holds an unconditional model: --class and --guidance need "
@@ -207,7 +209,7 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
             cond["class_labels"] = labels[start:start + count]
             null_cond = {"class_labels": model.config.num_classes}
         with autograd.no_grad():
-            result = sample(model, schedule, (count, model.config.in_channels, size, size),
+            result = sample(forward, schedule, (count, model.config.in_channels, size, size),
                             sampler=sampler, num_inference_steps=steps, generator=generator,
                             eta=eta, prediction_type=prediction_type,
                             guidance_scale=guidance if conditional else None,
@@ -254,14 +256,15 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.nll_images:
         if args.ckpt is None:
             raise ValueError("--nll-images needs --ckpt")
+        from autograd.nn.parallel import sliced_forward
         from tinydiff.data import load_mnist
         from tinydiff.training import load_for_sampling
 
         model, schedule, prediction_type, _ = load_for_sampling(args.ckpt,
                                                                 use_ema=not args.no_ema)
         images = load_mnist("test")[0][: args.nll_images]
-        mean, error = nll_bits_per_dim(model, schedule, images, prediction_type,
-                                       seed=args.seed)
+        mean, error = nll_bits_per_dim(sliced_forward(model), schedule, images,
+                                       prediction_type, seed=args.seed)
         print(f"NLL bound: {mean:.3f} +- {error:.3f} bits/dim ({len(images)} test images)")
     return 0
 

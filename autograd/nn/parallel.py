@@ -11,6 +11,10 @@ buffer arrays but record their own graphs and gradients. `backward(losses, worke
 loss i on replica i, `workers` at a time, then sets each parameter's `.grad` to the sum of
 the replicas' gradients taken in order 0, 1, ...: the result does not depend on `workers`
 or on thread timing. Each loss should already carry its share of the batch mean.
+
+`parallel_apply(modules, inputs)` is PyTorch's function of that name for CPU threads:
+module i on input i, concurrently (inference needs no replicas: one module can serve
+every thread, since a forward pass without a graph changes nothing).
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numba
 import numpy as np
 
+from autograd.grad_mode import is_grad_enabled, set_grad_enabled
 from autograd.kernels.threads import single_threaded_blas
 from autograd.nn.dropout import Dropout
 from autograd.nn.module import Module
@@ -42,7 +48,6 @@ class Replicas:
         shared = {id(t.data): t.data for t in (*self.parameters, *module.buffers())}
         self.copies = [copy.deepcopy(module, memo=dict(shared)) for _ in range(count)]
         self.copy_parameters = [list(replica.parameters()) for replica in self.copies]
-        self._pool: ThreadPoolExecutor | None = None
 
     def backward(self, losses: Sequence[Callable[[Module], Tensor]],
                  workers: int = 1) -> list[float]:
@@ -61,18 +66,7 @@ class Replicas:
             loss.backward()
             return loss.item()
 
-        def run_single_threaded(index: int) -> float:
-            numba.set_num_threads(1)  # per thread in numba
-            return run(index)
-
-        workers = min(workers, len(losses))
-        if workers > 1:
-            if self._pool is None or self._pool._max_workers != workers:
-                self._pool = ThreadPoolExecutor(workers, thread_name_prefix="replica")
-            with single_threaded_blas():
-                values = list(self._pool.map(run_single_threaded, range(len(losses))))
-        else:
-            values = [run(i) for i in range(len(losses))]
+        values = _run_on_workers(run, len(losses), workers)
         for index, parameter in enumerate(self.parameters):
             grads = [parameters[index].grad for parameters in self.copy_parameters]
             grads = [g.data for g in grads if g is not None]
@@ -80,8 +74,75 @@ class Replicas:
         return values
 
 
+def parallel_apply(modules: Sequence[Callable[..., Any]], inputs: Sequence[tuple],
+                   kwargs_tup: Sequence[dict] | None = None,
+                   workers: int | None = None) -> list[Any]:
+    """[modules[i](*inputs[i], **kwargs_tup[i]) for each i], on `workers` threads (default:
+    autograd's thread count), each thread with the caller's grad mode."""
+    if len(modules) != len(inputs) or (kwargs_tup is not None
+                                       and len(kwargs_tup) != len(inputs)):
+        raise ValueError(f"parallel_apply: {len(modules)} modules, {len(inputs)} inputs"
+                         + ("" if kwargs_tup is None else f", {len(kwargs_tup)} kwargs"))
+    kwargs_tup = kwargs_tup or [{}] * len(inputs)
+    mode = is_grad_enabled()
+
+    def run(index: int) -> Any:
+        with set_grad_enabled(mode):
+            return modules[index](*inputs[index], **kwargs_tup[index])
+
+    return _run_on_workers(run, len(inputs), workers or numba.get_num_threads())
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _run_on_workers(run: Callable[[int], Any], count: int, workers: int) -> list[Any]:
+    """[run(i) for i in range(count)], on up to `workers` threads that each use one numba
+    and one BLAS thread; in the calling thread when that is 1."""
+    workers = min(workers, count)
+    if workers <= 1:
+        return [run(i) for i in range(count)]
+    if workers not in _pools:
+        _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="autograd-worker")
+
+    def single_threaded(index: int) -> Any:
+        numba.set_num_threads(1)  # numba's setting is per thread
+        return run(index)
+
+    with single_threaded_blas():
+        return list(_pools[workers].map(single_threaded, range(count)))
+
+
 def _ordered_sum(arrays: list[np.ndarray]) -> np.ndarray:
     total = arrays[0].copy()
     for array in arrays[1:]:
         total += array
     return total
+
+
+def sliced_forward(module: Callable[..., Any], workers: int | None = None) -> Callable:
+    """A function like `module` for inference on big batches: it cuts every argument that is
+    an array of the batch's length (the first argument's) into `workers` slices along dim
+    0, runs them with `parallel_apply` and concatenates the outputs (as NumPy arrays).
+    Results equal one full-batch call up to float rounding."""
+    workers = workers or numba.get_num_threads()
+
+    def forward(x, *args: Any, **kwargs: Any) -> np.ndarray:
+        batch = len(x)
+        bounds = np.linspace(0, batch, min(workers, batch) + 1).round().astype(int)
+        parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+
+        def cut(value: Any, part: slice) -> Any:
+            array = value.data if isinstance(value, Tensor) else value
+            if isinstance(array, np.ndarray) and array.ndim and len(array) == batch:
+                return array[part]
+            return value
+
+        outputs = parallel_apply([module] * len(parts),
+                                 [tuple(cut(a, p) for a in (x, *args)) for p in parts],
+                                 [{k: cut(v, p) for k, v in kwargs.items()} for p in parts],
+                                 workers)
+        return np.concatenate([o.data if isinstance(o, Tensor) else np.asarray(o)
+                               for o in outputs])
+
+    return forward
