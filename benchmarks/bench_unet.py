@@ -5,7 +5,8 @@
 
 Prints training images/s (a full DDPM step of the Trainer: forward, backward, clip, AdamW,
 EMA; the batch in S slices on min(S, threads) worker threads, S = 2 by default), forward
-(sampling) images/s, peak memory, and the achieved GFLOP/s (1.66 GFLOP per image for a
+(sampling) images/s (the batch in one slice per thread, as sampling runs it; and as one
+call), peak memory, and the achieved GFLOP/s (1.66 GFLOP per image for a
 training step, 0.554 for a forward, convolutions and matrix products only) as a fraction
 of the float32 matmul GFLOP/s that NumPy reaches in the same run.
 """
@@ -21,6 +22,7 @@ import numpy as np
 from timing import matmul_rate, median_seconds
 
 import autograd
+from autograd.nn.parallel import sliced_forward
 from tinydiff.models import build_model, count_parameters
 from tinydiff.training import TrainConfig, Trainer
 
@@ -36,7 +38,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--slices", type=int, default=TrainConfig.batch_slices,
                         help="batch slices (TrainConfig.batch_slices; 1: one pass)")
-    parser.add_argument("--profile", action="store_true", help="print the top costs")
+    parser.add_argument("--profile", action="store_true",
+                        help="print the top costs (cProfile sees the calling thread only: "
+                        "use with --threads 1)")
     args = parser.parse_args()
     if args.threads:
         autograd.set_num_threads(args.threads)
@@ -52,8 +56,10 @@ def main() -> None:
     model = build_model(args.preset).eval()
     x = images[: args.batch]
     t = np.full(args.batch, 500)
+    sliced = sliced_forward(model)  # what sampling runs: the batch in slices, one per thread
     with autograd.no_grad():
-        forward_s = median_seconds(lambda: model(x, t), args.steps)
+        forward_s = median_seconds(lambda: sliced(x, t), args.steps)
+        single_call_s = median_seconds(lambda: model(x, t), args.steps)
     gemm = matmul_rate(64 * 14 * 14, 576, 64, 10, rng)  # like the UNet's im2col products
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -68,6 +74,9 @@ def main() -> None:
           f"{train_gflops / gemm:>11.2f}")
     print(f"{'forward':<10}{forward_s:>9.3f}{forward_rate:>9.1f}{forward_gflops:>9.1f}"
           f"{forward_gflops / gemm:>11.2f}")
+    single_gflops = args.batch / single_call_s * FORWARD_GFLOP_PER_IMAGE
+    print(f"{'(1 call)':<10}{single_call_s:>9.3f}{args.batch / single_call_s:>9.1f}"
+          f"{single_gflops:>9.1f}{single_gflops / gemm:>11.2f}")
     print(f"peak memory (max RSS): {peak_mib:.0f} MiB")
     if args.profile:
         profile = cProfile.Profile()

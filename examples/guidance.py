@@ -19,7 +19,7 @@ import numpy as np
 
 import autograd
 from tinydiff.plots import plot_labelled_rows
-from tinydiff.samplers import sample
+from tinydiff.samplers import class_guidance, sample
 from tinydiff.training import load_for_sampling
 
 
@@ -44,8 +44,7 @@ def main(argv: list[str] | None = None) -> Path:
             rows[f"w = {scale:g}"] = sample(
                 model, schedule, noise.shape, sampler="ddim", num_inference_steps=args.steps,
                 x_T=noise.astype(np.float32), prediction_type=prediction_type,
-                guidance_scale=scale, null_cond={"class_labels": classes},
-                class_labels=labels)
+                **class_guidance(model, labels, scale))
         print(f"guidance {scale:g}: done")
     path = plot_labelled_rows(rows, args.out, title="digits 0-9 by guidance scale w")
     print(f"saved {path}")

@@ -17,7 +17,7 @@ import numpy as np
 
 import autograd
 from tinydiff.plots import plot_trajectory
-from tinydiff.samplers import sample
+from tinydiff.samplers import class_guidance, sample
 from tinydiff.training import load_for_sampling
 
 
@@ -32,14 +32,13 @@ def main(argv: list[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     model, schedule, prediction_type, _ = load_for_sampling(args.ckpt)
     shown = np.unique(np.linspace(0, args.steps - 1, min(args.columns, args.steps)).round())
-    cond = {}
-    if model.config.num_classes is not None:  # a conditional model: one digit per sample
-        cond["class_labels"] = np.arange(args.count) % model.config.num_classes
+    labels = np.arange(args.count) % 10  # used by class-conditional models only
     with autograd.no_grad():
         _, trajectory = sample(model, schedule, (args.count, 1, 28, 28), sampler="ddim",
                                num_inference_steps=args.steps, seed=args.seed,
                                prediction_type=prediction_type, return_trajectory=True,
-                               trajectory_steps=shown.astype(int).tolist(), **cond)
+                               trajectory_steps=shown.astype(int).tolist(),
+                               **class_guidance(model, labels))
     path = plot_trajectory(trajectory.timesteps, trajectory.samples,
                            trajectory.pred_original_samples, args.out, count=args.count)
     print(f"saved {path}")

@@ -109,7 +109,7 @@ def test_eval_command_samples_a_checkpoint_and_bounds_the_nll(tmp_path, monkeypa
                                                               small_classifier):
     from tinydiff import eval as evaluation
     from tinydiff.cli import main
-    from tinydiff.training import Trainer, TrainConfig
+    from tinydiff.training import TrainConfig, Trainer
 
     images, labels = load_mnist("train", limit=8)
     config = TrainConfig(model="micro", steps=1, batch_size=4, class_conditional=True)

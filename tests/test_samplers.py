@@ -473,3 +473,30 @@ def test_epsilon_prediction_at_zero_terminal_snr_is_refused_clearly():
     x = np.ones((2, 3))
     step = sampler.step(np.zeros_like(x), int(sampler.timesteps[0]), x)
     assert np.all(np.isfinite(step.prev_sample))
+
+
+def test_class_guidance_arguments_and_their_shortcuts():
+    from types import SimpleNamespace
+
+    from tinydiff.samplers import DEFAULT_GUIDANCE, class_guidance, model_prediction
+
+    conditional = SimpleNamespace(config=SimpleNamespace(num_classes=10))
+    labels = np.array([3, 7])
+    assert class_guidance(SimpleNamespace(config=SimpleNamespace(num_classes=None)),
+                          labels) == {}
+    assert class_guidance(conditional, None) == {}
+    guided = class_guidance(conditional, labels)
+    assert guided["guidance_scale"] == DEFAULT_GUIDANCE
+    assert guided["null_cond"] == {"class_labels": 10}
+
+    def model(x, t, class_labels):  # a toy "UNet" whose output depends on the label
+        return x * (1 + np.asarray(class_labels, dtype=x.dtype)[:, None])
+
+    x = np.ones((2, 3))
+    for scale in (0.0, 1.0, 2.5):
+        shortcut = class_guidance(conditional, labels, scale)
+        cond = {"class_labels": shortcut.pop("class_labels")}
+        got = model_prediction(model, x, 5, cond, **shortcut)
+        full = model_prediction(model, x, 5, {"class_labels": labels}, guidance_scale=scale,
+                                null_cond={"class_labels": 10})
+        np.testing.assert_allclose(got, full, rtol=1e-12)

@@ -89,7 +89,20 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path, digit
     assert (tmp_path / "ckpt.npz").read_bytes() == saved
 
 
+def test_worker_threads_do_not_change_the_result(digits):
+    runs = [Trainer(micro_config(steps=3, batch_slices=2), *digits, workers=workers)
+            for workers in (1, 2)]
+    for trainer in runs:
+        for _ in range(3):
+            trainer.train_step()
+    a, b = (flat_weights(trainer) for trainer in runs)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
 def test_bad_configs_are_rejected():
+    with pytest.raises(ValueError, match="batch_slices must be >= 1 and divide"):
+        TrainConfig(batch_size=30, batch_slices=4)
     with pytest.raises(ValueError, match="lr must be positive"):
         TrainConfig(lr=0.0)
     with pytest.raises(ValueError, match="lr_schedule"):

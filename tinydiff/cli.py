@@ -9,9 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
+from tinydiff.samplers import DEFAULT_GUIDANCE
 from tinydiff.training import TrainConfig
 
 DEFAULTS = TrainConfig()
+GUIDANCE_HELP = (f"classifier-free guidance scale for class-conditional checkpoints (default "
+                 f"{DEFAULT_GUIDANCE:g}; 1: the conditional model alone; 0: label ignored)")
 
 
 def positive_int(text: str) -> int:
@@ -62,8 +65,10 @@ def add_train_parser(commands) -> None:
     p.add_argument("--snr-gamma", type=positive_float, default=DEFAULTS.snr_gamma)
     p.add_argument("--beta-schedule", default=DEFAULTS.beta_schedule,
                    choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"])
-    p.add_argument("--class-conditional", action="store_true",
-                   help="condition on digit labels (enables --class and --guidance)")
+    p.add_argument("--class-conditional", action=argparse.BooleanOptionalAction,
+                   default=DEFAULTS.class_conditional,
+                   help="condition on digit labels, dropped at --label-dropout for "
+                   "classifier-free guidance (default: on)")
     p.add_argument("--label-dropout", type=float, default=DEFAULTS.label_dropout)
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--checkpoint-every", type=positive_int, default=DEFAULTS.checkpoint_every)
@@ -88,7 +93,7 @@ def add_sample_parser(commands) -> None:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic)")
     p.add_argument("--class", dest="class_label", type=int,
                    help="digit to generate (class-conditional checkpoints)")
-    p.add_argument("--guidance", type=float, help="classifier-free guidance scale")
+    p.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid")
     p.add_argument("--npz", type=Path, help="also save the raw samples here")
@@ -111,8 +116,7 @@ def add_eval_parser(commands) -> None:
     p.add_argument("--steps", type=positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=float,
-                   help="classifier-free guidance scale (class-conditional checkpoints; "
-                   "the samples cycle through the digits)")
+                   help=GUIDANCE_HELP + "; the samples cycle through the digits")
     p.add_argument("--no-ema", action="store_true", help="sample from the raw weights")
     p.add_argument("--nll-images", type=non_negative_int, default=0,
                    help="test images for the NLL bound (each costs T model calls; 0 skips)")
@@ -169,7 +173,8 @@ def run_train(args: argparse.Namespace) -> int:
     if args.sample_n:
         grid = args.out / "samples.png"
         sample_to_files(checkpoint, n=args.sample_n, out=grid)
-        print(f"saved {grid}")
+        print(f"saved {grid}" + (f" (digits 0-9 in turn, guidance {DEFAULT_GUIDANCE:g})"
+                                 if trainer.config.class_conditional else ""))
     return 0
 
 
@@ -180,11 +185,12 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
                     batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
     """Sample `n` images from a checkpoint and write the PNG grid (and .npz, trajectory).
     Returns the images and, for a class-conditional model, the labels they were asked for
-    (`class_label`, or the digits in turn)."""
+    (`class_label`, or the digits in turn), sampled with `guidance` (default
+    DEFAULT_GUIDANCE)."""
     import autograd
     from autograd.nn.parallel import sliced_forward
     from tinydiff.plots import plot_trajectory, save_image_grid
-    from tinydiff.samplers import sample
+    from tinydiff.samplers import class_guidance, sample
     from tinydiff.training import load_for_sampling
 
     model, schedule, prediction_type, _ = load_for_sampling(ckpt, use_ema=use_ema)
@@ -195,6 +201,8 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
                          "one trained with --class-conditional")
     if class_label is not None and not 0 <= class_label < model.config.num_classes:
         raise ValueError(f"--class must be in [0, {model.config.num_classes}), got {class_label}")
+    if conditional and guidance is None:
+        guidance = DEFAULT_GUIDANCE
     generator = np.random.default_rng(seed)
     size = model.config.image_size
     batches, trajectories = [], None
@@ -204,17 +212,13 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
                   else np.arange(n) % model.config.num_classes).astype(np.int64)
     for start in range(0, n, batch_size):
         count = min(batch_size, n - start)
-        cond, null_cond = {}, None
-        if conditional:
-            cond["class_labels"] = labels[start:start + count]
-            null_cond = {"class_labels": model.config.num_classes}
+        part = None if labels is None else labels[start:start + count]
         with autograd.no_grad():
             result = sample(forward, schedule, (count, model.config.in_channels, size, size),
                             sampler=sampler, num_inference_steps=steps, generator=generator,
                             eta=eta, prediction_type=prediction_type,
-                            guidance_scale=guidance if conditional else None,
-                            null_cond=null_cond if guidance is not None else None,
-                            return_trajectory=trajectory is not None and start == 0, **cond)
+                            return_trajectory=trajectory is not None and start == 0,
+                            **class_guidance(model, part, guidance))
         if isinstance(result, tuple):
             result, trajectories = result
         batches.append(result)

@@ -30,6 +30,9 @@ from tinydiff.schedules import NoiseSchedule
 TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 SAMPLERS = ("ddpm", "ddim")
 DEFAULT_DDIM_STEPS = 50
+# The classifier-free guidance scale the command line and examples use for class-conditional
+# models (w = 1: the conditional model alone). Chosen by the runs in the README.
+DEFAULT_GUIDANCE = 2.0
 
 
 def inference_timesteps(
@@ -318,6 +321,24 @@ def model_prediction(
 
 
 # ----------------------------------------------------------------------------- user API
+
+
+def class_guidance(model: Any, labels: np.ndarray | None,
+                   guidance_scale: float | None = DEFAULT_GUIDANCE) -> dict[str, Any]:
+    """`sample` keyword arguments that ask a class-conditional tinydiff UNet for `labels`
+    (N,), guided with `guidance_scale` against its null label; {} for an unconditional
+    model. Scales 0 and 1 (and None) need only one model call per step."""
+    num_classes = model.config.num_classes
+    if num_classes is None or labels is None:
+        return {}
+    labels = np.asarray(labels, dtype=np.int64)
+    if guidance_scale == 0:  # the unconditional prediction alone: one model call, not two
+        return {"class_labels": np.full_like(labels, num_classes)}
+    if guidance_scale is None or guidance_scale == 1:  # the conditional prediction alone
+        return {"class_labels": labels}
+    return {"class_labels": labels, "guidance_scale": guidance_scale,
+            "null_cond": {"class_labels": num_classes}}
+
 
 
 def make_sampler(

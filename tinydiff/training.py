@@ -35,12 +35,12 @@ class TrainConfig:
     """The training recipe. Defaults are the measured default run (see README)."""
 
     model: str = "mnist-tiny"
-    steps: int = 500
-    batch_size: int = 64
+    steps: int = 2000
+    batch_size: int = 32
     # The batch's gradient is the sum of this many equal slices' (in order), computed on
     # separate threads when there are cores for them; the result does not depend on that.
     batch_slices: int = 2
-    lr: float = 1e-3
+    lr: float = 2e-3
     lr_schedule: str = "constant"  # or "cosine" (decay to 0 at `steps`)
     warmup_steps: int = 100
     weight_decay: float = 0.0
@@ -48,11 +48,11 @@ class TrainConfig:
     ema_max_decay: float = 0.9999
     ema_power: float = 2 / 3
     prediction_type: str = "epsilon"
-    loss_weighting: str = "uniform"
+    loss_weighting: str = "min_snr"
     snr_gamma: float = 5.0
     beta_schedule: str = "linear"
     num_train_timesteps: int = 1000
-    class_conditional: bool = False
+    class_conditional: bool = True
     label_dropout: float = 0.1
     seed: int = 0
     checkpoint_every: int = 500

@@ -8,9 +8,10 @@ without the GIL, so the threads overlap.
 
 `Replicas(module, count)` holds `count` copies of a module that share its parameter and
 buffer arrays but record their own graphs and gradients. `backward(losses, workers)` runs
-loss i on replica i, `workers` at a time, then sets each parameter's `.grad` to the sum of
-the replicas' gradients taken in order 0, 1, ...: the result does not depend on `workers`
-or on thread timing. Each loss should already carry its share of the batch mean.
+loss i on replica i, `workers` at a time, each on one BLAS thread, then sets each
+parameter's `.grad` to the sum of the replicas' gradients taken in order 0, 1, ...: the
+result does not depend on `workers` or on thread timing. Each loss should already carry
+its share of the batch mean.
 
 `parallel_apply(modules, inputs)` is PyTorch's function of that name for CPU threads:
 module i on input i, concurrently (inference needs no replicas: one module can serve
@@ -66,7 +67,7 @@ class Replicas:
             loss.backward()
             return loss.item()
 
-        values = _run_on_workers(run, len(losses), workers)
+        values = _run_on_workers(run, len(losses), workers, always_single_threaded=True)
         for index, parameter in enumerate(self.parameters):
             grads = [parameters[index].grad for parameters in self.copy_parameters]
             grads = [g.data for g in grads if g is not None]
@@ -96,20 +97,29 @@ def parallel_apply(modules: Sequence[Callable[..., Any]], inputs: Sequence[tuple
 _pools: dict[int, ThreadPoolExecutor] = {}
 
 
-def _run_on_workers(run: Callable[[int], Any], count: int, workers: int) -> list[Any]:
+def _run_on_workers(run: Callable[[int], Any], count: int, workers: int,
+                    always_single_threaded: bool = False) -> list[Any]:
     """[run(i) for i in range(count)], on up to `workers` threads that each use one numba
-    and one BLAS thread; in the calling thread when that is 1."""
+    and one BLAS thread; in the calling thread (with its threads) when that is 1, unless
+    `always_single_threaded`: a 2-thread BLAS rounds differently from a 1-thread one."""
     workers = min(workers, count)
-    if workers <= 1:
+    if workers <= 1 and not always_single_threaded:
         return [run(i) for i in range(count)]
-    if workers not in _pools:
-        _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="autograd-worker")
 
     def single_threaded(index: int) -> Any:
         numba.set_num_threads(1)  # numba's setting is per thread
         return run(index)
 
     with single_threaded_blas():
+        if workers <= 1:
+            previous = numba.get_num_threads()
+            try:
+                return [single_threaded(i) for i in range(count)]
+            finally:
+                numba.set_num_threads(previous)
+        if workers not in _pools:
+            _pools[workers] = ThreadPoolExecutor(workers,
+                                                 thread_name_prefix="autograd-worker")
         return list(_pools[workers].map(single_threaded, range(count)))
 
 
