@@ -47,8 +47,11 @@ def test_sdpa_matches_definition_and_gradcheck(data, case, mask_kind):
     q = data.draw(arrays(q_batch + (length, features)))
     k = data.draw(arrays(kv_batch + (source, features)))
     v = data.draw(arrays(kv_batch + (source, value_features)))
-    mask_shape = data.draw(st.sampled_from([(length, source), (1, length, source),
-                                            (length, 1)]))
+    # masks broadcast to the scores (..., L, S); (1, L, S) needs a batch dim to stand for
+    mask_shapes = [(length, source), (length, 1)]
+    if len(np.broadcast_shapes(q_batch, kv_batch)) >= 1:
+        mask_shapes.append((1, length, source))
+    mask_shape = data.draw(st.sampled_from(mask_shapes))
     allowed = additive = None
     if mask_kind == "bool":
         allowed = data.draw(hnp.arrays(np.bool_, mask_shape))

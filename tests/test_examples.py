@@ -75,3 +75,87 @@ def _micro_checkpoint(out, conditional: bool):
     trainer = Trainer(TrainConfig(model="micro", steps=1, batch_size=4,
                                   class_conditional=conditional), images, labels)
     return trainer.train(out, progress=False)
+
+
+def test_classifier_guidance_example(tmp_path, monkeypatch, capsys):
+    import autograd
+    from tinydiff import eval as evaluation
+    from tinydiff.data import load_mnist
+
+    def untrained_classifier():  # the scores' values do not matter here, only the pipeline
+        autograd.manual_seed(0)
+        return evaluation.Classifier().eval()
+
+    def few_mnist(split, **options):  # scoring against all 10,000 test images takes long
+        return load_mnist(split, limit=50)
+
+    monkeypatch.setattr(evaluation, "load_classifier", untrained_classifier)
+    monkeypatch.setattr(evaluation, "load_mnist", few_mnist)
+    example = load("classifier_guidance")
+    with pytest.raises(SystemExit, match="unconditional"):
+        example.main(["--ckpt", str(_micro_checkpoint(tmp_path / "u", False))])
+    checkpoint, classifier = _micro_checkpoint(tmp_path / "c", True), tmp_path / "noisy.npz"
+    common = ["--ckpt", str(checkpoint), "--classifier", str(classifier), "--steps", "2",
+              "--out", str(tmp_path / "cg.png")]
+    out = example.main(common + ["--classifier-steps", "2", "--classifier-batch", "8",
+                                 "--accuracy-t", "0", "500", "--accuracy-images", "20",
+                                 "--n", "4", "--batch", "3", "--cg-scales", "0", "2",
+                                 "--cfg-scales", "0", "2"])
+    assert out.stat().st_size > 1000 and classifier.exists()
+    printed = capsys.readouterr().out
+    assert "trained the noise-aware classifier: 2 steps of 8" in printed
+    assert "accuracy on 20 noised test images at t=500" in printed
+    assert "DDIM 2 steps, 4 samples per setting" in printed
+    rows = [line.split() for line in printed.splitlines() if line.startswith(("CG ", "CFG "))]
+    assert [row[:4] for row in rows] == [["CG", "0", "4", "2"], ["CG", "2", "4", "2"],
+                                         ["CFG", "0", "4", "2"], ["CFG", "2", "4", "2"]]
+    assert rows[0][4:7] == rows[2][4:7]  # scale 0 of both: the same unconditional samples
+    example.main(common + ["--n", "2", "--cg-scales", "1", "--cfg-scales", "1",
+                           "--table", str(tmp_path / "table.txt")])
+    assert f"noise-aware classifier: {classifier}" in capsys.readouterr().out
+    assert "CFG" in (tmp_path / "table.txt").read_text()
+
+
+def test_latent_diffusion_example(tmp_path, capsys):
+    pixel = _micro_checkpoint(tmp_path / "pixel", True)
+    out = load("latent_diffusion").main([
+        "--out-dir", str(tmp_path / "latent"), "--vae-steps", "2", "--vae-batch-size", "4",
+        "--unet-steps", "2", "--batch-size", "4", "--train-limit", "16", "--test-limit", "8",
+        "--samples", "10", "--sample-steps", "2", "--pixel-ckpt", str(pixel),
+        "--timing-samples", "2"])
+    assert out.stat().st_size > 1000
+    assert (tmp_path / "latent" / "vae-reconstructions.png").stat().st_size > 1000
+    printed = capsys.readouterr().out
+    assert "reconstruction MSE" in printed and "s/sample" in printed
+    again = load("latent_diffusion").main([  # from the saved files
+        "--vae", str(tmp_path / "latent" / "vae.npz"), "--ckpt",
+        str(tmp_path / "latent" / "ckpt.npz"), "--out-dir", str(tmp_path / "again"),
+        "--test-limit", "8", "--samples", "10", "--sample-steps", "2",
+        "--pixel-ckpt", str(tmp_path / "missing.npz")])
+    assert again.stat().st_size > 1000 and "comparison skipped" in capsys.readouterr().out
+
+
+def test_learned_variance_example(tmp_path, capsys):
+    from tinydiff.training import TrainConfig, Trainer
+
+    images, labels = np.zeros((8, 1, 28, 28), np.float32), np.arange(8) % 10
+    paths = {}
+    for variance_type in ("fixed_small", "learned_range"):
+        trainer = Trainer(TrainConfig(model="micro", steps=1, batch_size=4,
+                                      num_train_timesteps=20, variance_type=variance_type),
+                          images, labels)
+        paths[variance_type] = str(trainer.train(tmp_path / variance_type, progress=False))
+    example = load("learned_variance")
+    with pytest.raises(SystemExit, match="learned_range"):
+        example.main(["--fixed", paths["fixed_small"], "--learned", paths["fixed_small"]])
+    out = example.main(["--fixed", paths["fixed_small"], "--learned", paths["learned_range"],
+                        "--steps", "20", "3", "--n", "3", "--n-full", "2",
+                        "--nll-images", "1", "--ignore-learned", "--out",
+                        str(tmp_path / "lv.png")])
+    assert out.stat().st_size > 1000
+    rows = [line for line in capsys.readouterr().out.splitlines()
+            if line.startswith(("| fixed", "| learned"))]
+    assert [row.split("|")[1:5:3] for row in rows] == [
+        [" fixed ", " 20 "], [" fixed ", " 3 "], [" learned ", " 20 "], [" learned ", " 3 "],
+        [" learned ", " 20 "], [" learned ", " 3 "]]
+    assert all("bits/dim" not in row and "+-" in row for row in rows)

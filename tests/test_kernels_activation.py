@@ -61,3 +61,18 @@ def test_vectorised_sigmoid_keeps_nan():
     out = np.empty_like(y)
     activation.sigmoid_into(y, out, True)
     assert np.all(np.isnan(out[::2])) and np.all(np.isfinite(out[1::2]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_error_function_kernels_match_math(dtype):
+    from autograd.kernels import special
+
+    x = np.concatenate([np.linspace(-30, 30, 301), [0.0, -0.0, np.inf, -np.inf]]).astype(dtype)
+    for kernel, reference in ((special.erf, special.erf_reference),
+                              (special.erfc, special.erfc_reference)):
+        got = kernel(x)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, reference(x), rtol=1e-6 if dtype == np.float32
+                                   else 1e-15, atol=np.finfo(dtype).tiny)  # subnormals
+    # erfc keeps its relative accuracy deep in the upper tail, where 1 - erf(x) is 0
+    assert special.erfc(np.array([10.0]))[0] > 0 and 1 - special.erf(np.array([10.0]))[0] == 0

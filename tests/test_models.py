@@ -99,6 +99,6 @@ def test_fused_norm_silu_equals_the_two_layers_in_the_unet(monkeypatch):
     x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
     t = np.array([3, 900])
     fused = model(autograd.Tensor(x), t).numpy()
-    monkeypatch.setattr(models, "_norm_silu", lambda norm, h: F.silu(norm(h)))
+    monkeypatch.setattr(models, "norm_silu", lambda norm, h: F.silu(norm(h)))
     np.testing.assert_allclose(model(autograd.Tensor(x), t).numpy(), fused, rtol=1e-12,
                                atol=1e-12)

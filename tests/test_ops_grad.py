@@ -77,6 +77,8 @@ UNARY = {
     "relu": (lambda x: x.relu(), -3, 3, 0.0),
     "silu": (lambda x: x.silu(), -6, 6, None),
     "gelu": (lambda x: x.gelu(), -5, 5, None),
+    "erf": (lambda x: x.erf(), -4, 4, None),
+    "erfc": (lambda x: x.erfc(), -4, 4, None),
     "gelu_tanh": (lambda x: x.gelu(approximate="tanh"), -5, 5, None),
     "clamp": (lambda x: x.clamp(-1.0, 0.5), -3, 3, [-1.0, 0.5]),
     "clamp_min": (lambda x: x.clamp(min=0.25), -3, 3, 0.25),

@@ -443,7 +443,7 @@ def test_clear_errors() -> None:
     with pytest.raises(ValueError, match="eta"):
         DDIMSampler(schedule, 10, eta=1.5)
     with pytest.raises(ValueError, match="variance_type"):
-        DDPMSampler(schedule, variance_type="learned_range")
+        DDPMSampler(schedule, variance_type="learned")
     with pytest.raises(ValueError, match="prediction_type"):
         DDIMSampler(schedule, 10, prediction_type="x0")
     with pytest.raises(ValueError, match="timestep_spacing"):

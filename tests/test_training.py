@@ -38,17 +38,33 @@ def flat_weights(trainer: Trainer) -> dict[str, np.ndarray]:
     return arrays
 
 
-@pytest.mark.parametrize("conditional", [False, True])
-def test_resume_continues_bit_exactly(tmp_path, digits, conditional):
+RESUME_CASES = {
+    "unconditional": dict(class_conditional=False),
+    "conditional": dict(class_conditional=True),
+    # 4 timesteps x 10 losses: the importance sampler warms up at step 5, before the split
+    "learned variance, importance-sampled t": dict(
+        variance_type="learned_range", timestep_sampler="loss-second-moment",
+        num_train_timesteps=4, steps=8, checkpoint_every=6),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESUME_CASES))
+def test_resume_continues_bit_exactly(tmp_path, digits, case):
     images, labels = digits
-    straight = Trainer(micro_config(class_conditional=conditional), images, labels)
+    settings = RESUME_CASES[case]
+    total = settings.get("steps", 4)
+    straight = Trainer(micro_config(**settings), images, labels)
     straight.train(tmp_path / "straight", progress=False)
 
-    first = Trainer(micro_config(class_conditional=conditional, steps=2), images, labels)
+    first = Trainer(micro_config(**{**settings, "steps": total - 2}), images, labels)
     first.train(tmp_path / "split", progress=False)
-    resumed = Trainer.resume(tmp_path / "split" / "ckpt.npz", images, labels, steps=4)
-    assert resumed.step == 2
+    resumed = Trainer.resume(tmp_path / "split" / "ckpt.npz", images, labels, steps=total)
+    assert resumed.step == total - 2
     resumed.train(tmp_path / "split", progress=False)
+    if resumed.timestep_sampler is not None:
+        assert resumed.timestep_sampler.warmed_up()
+        np.testing.assert_array_equal(resumed.timestep_sampler.loss_history,
+                                      straight.timestep_sampler.loss_history)
 
     a, b = flat_weights(straight), flat_weights(resumed)
     assert a.keys() == b.keys()
@@ -107,3 +123,7 @@ def test_bad_configs_are_rejected():
         TrainConfig(lr=0.0)
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")
+    with pytest.raises(ValueError, match="variance_type"):
+        TrainConfig(variance_type="learned")
+    with pytest.raises(ValueError, match="timestep_sampler"):
+        TrainConfig(timestep_sampler="importance")

@@ -9,6 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tinydiff.latent import (
+    LatentPipeline,
+    decode_latents,
+    latent_trainer,
+    read_sidecar,
+    resume_latent_trainer,
+    sidecar_path,
+)
 from tinydiff.samplers import DEFAULT_GUIDANCE
 from tinydiff.training import TrainConfig
 
@@ -45,8 +53,12 @@ def add_train_parser(commands) -> None:
                             description="Train a DDPM UNet on MNIST; writes DIR/ckpt.npz, "
                             "DIR/loss.csv, DIR/loss.png and DIR/samples.png.")
     p.add_argument("--out", required=True, type=Path, help="run directory")
-    p.add_argument("--preset", default=DEFAULTS.model, choices=sorted(PRESETS),
-                   help="model configuration (default %(default)s)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help=f"model configuration (default {DEFAULTS.model}; latent-tiny with "
+                   "--vae)")
+    p.add_argument("--vae", type=Path,
+                   help="latent diffusion: train on the latents of this VAE (from "
+                   "tinydiff.vae.save_vae or examples/latent_diffusion.py)")
     p.add_argument("--steps", type=non_negative_int, default=DEFAULTS.steps,
                    help="total optimizer steps (default %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
@@ -63,6 +75,15 @@ def add_train_parser(commands) -> None:
     p.add_argument("--loss-weighting", choices=["uniform", "min_snr"],
                    default=DEFAULTS.loss_weighting)
     p.add_argument("--snr-gamma", type=positive_float, default=DEFAULTS.snr_gamma)
+    p.add_argument("--variance-type", choices=["fixed_small", "learned_range"],
+                   default=DEFAULTS.variance_type,
+                   help="learned_range: learn the reverse variance with the hybrid loss "
+                   "(improved DDPM); sampling with DDPM then uses it")
+    p.add_argument("--vlb-weight", type=float, default=DEFAULTS.vlb_weight,
+                   help="lambda of the hybrid loss L_simple + lambda L_vlb (default %(default)s)")
+    p.add_argument("--timestep-sampler", choices=["uniform", "loss-second-moment"],
+                   default=DEFAULTS.timestep_sampler,
+                   help="importance sampling of t by the loss history (default %(default)s)")
     p.add_argument("--beta-schedule", default=DEFAULTS.beta_schedule,
                    choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"])
     p.add_argument("--class-conditional", action=argparse.BooleanOptionalAction,
@@ -153,17 +174,32 @@ def run_train(args: argparse.Namespace) -> int:
 
     names = {f.name for f in fields(TrainConfig)}
     settings = {key: value for key, value in vars(args).items() if key in names}
-    settings["model"] = args.preset
+    settings["model"] = args.preset or ("latent-tiny" if args.vae else DEFAULTS.model)
     settings["data_dir"] = str(args.data_dir) if args.data_dir else None
     checkpoint = args.out / "ckpt.npz"
+    latent = args.vae is not None or (args.resume and sidecar_path(checkpoint).exists())
+    images = labels = None
+    if latent:  # the latent trainers encode the images themselves
+        from tinydiff.data import load_mnist
+
+        images, labels = load_mnist("train", data_dir=args.data_dir)
     if args.resume:
-        trainer = Trainer.resume(checkpoint, steps=args.steps)
+        if latent:
+            trainer = resume_latent_trainer(checkpoint, images, labels, steps=args.steps)
+        else:
+            trainer = Trainer.resume(checkpoint, steps=args.steps)
         print(f"resuming {checkpoint} at step {trainer.step} of {args.steps}")
     else:
         if checkpoint.exists():
             raise SystemExit(f"tinydiff: error: {checkpoint} exists; pass --resume to continue "
                              "it or choose another --out")
-        trainer = Trainer(TrainConfig(**settings))
+        config = TrainConfig(**settings)
+        if latent:
+            from tinydiff.vae import load_vae
+
+            trainer = latent_trainer(load_vae(args.vae), images, labels, config, args.out)
+        else:
+            trainer = Trainer(config)
     from tinydiff.models import count_parameters
 
     print(f"model {trainer.config.model}: {count_parameters(trainer.model):,} parameters; "
@@ -191,9 +227,14 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
     from autograd.nn.parallel import sliced_forward
     from tinydiff.plots import plot_trajectory, save_image_grid
     from tinydiff.samplers import class_guidance, sample
-    from tinydiff.training import load_for_sampling
+    from tinydiff.training import checkpoint_variance_type, load_for_sampling
 
-    model, schedule, prediction_type, _ = load_for_sampling(ckpt, use_ema=use_ema)
+    model, schedule, prediction_type, state = load_for_sampling(ckpt, use_ema=use_ema)
+    pipeline = None
+    if sidecar_path(ckpt).exists():  # latent diffusion: samples are decoded by its VAE
+        pipeline = LatentPipeline(model, schedule, prediction_type, *read_sidecar(ckpt))
+        if trajectory is not None:
+            raise ValueError("--trajectory draws pixel-space runs only; this is a latent run")
     forward = sliced_forward(model)  # the batch in slices, one per thread
     conditional = model.config.num_classes is not None
     if (class_label is not None or guidance is not None) and not conditional:
@@ -204,7 +245,7 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
     if conditional and guidance is None:
         guidance = DEFAULT_GUIDANCE
     generator = np.random.default_rng(seed)
-    size = model.config.image_size
+    size, channels = model.config.image_size, model.config.in_channels
     batches, trajectories = [], None
     labels = None
     if conditional:
@@ -214,14 +255,16 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
         count = min(batch_size, n - start)
         part = None if labels is None else labels[start:start + count]
         with autograd.no_grad():
-            result = sample(forward, schedule, (count, model.config.in_channels, size, size),
+            result = sample(forward, schedule, (count, channels, size, size),
                             sampler=sampler, num_inference_steps=steps, generator=generator,
                             eta=eta, prediction_type=prediction_type,
+                            variance_type=checkpoint_variance_type(state),
+                            clip_sample=pipeline is None,  # latents are not clipped
                             return_trajectory=trajectory is not None and start == 0,
                             **class_guidance(model, part, guidance))
         if isinstance(result, tuple):
             result, trajectories = result
-        batches.append(result)
+        batches.append(result if pipeline is None else decode_latents(pipeline, result))
     images = np.concatenate(batches)
     save_image_grid(images, out)
     if npz is not None:
@@ -260,15 +303,19 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.nll_images:
         if args.ckpt is None:
             raise ValueError("--nll-images needs --ckpt")
+        if sidecar_path(args.ckpt).exists():
+            raise ValueError("--nll-images: the bound in bits/dim is of pixel-space models; "
+                             f"{args.ckpt} is a latent diffusion run")
         from autograd.nn.parallel import sliced_forward
         from tinydiff.data import load_mnist
-        from tinydiff.training import load_for_sampling
+        from tinydiff.training import checkpoint_variance_type, load_for_sampling
 
-        model, schedule, prediction_type, _ = load_for_sampling(args.ckpt,
-                                                                use_ema=not args.no_ema)
+        model, schedule, prediction_type, state = load_for_sampling(args.ckpt,
+                                                                    use_ema=not args.no_ema)
         images = load_mnist("test")[0][: args.nll_images]
         mean, error = nll_bits_per_dim(sliced_forward(model), schedule, images,
-                                       prediction_type, seed=args.seed)
+                                       prediction_type, seed=args.seed,
+                                       variance_type=checkpoint_variance_type(state))
         print(f"NLL bound: {mean:.3f} +- {error:.3f} bits/dim ({len(images)} test images)")
     return 0
 

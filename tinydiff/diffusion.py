@@ -8,6 +8,7 @@ the batch's dtype by `gather` so a float32 batch stays float32. The likelihood f
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,10 +16,14 @@ from typing import Any
 
 import numpy as np
 
+import autograd
+from autograd.tensor import Tensor
 from tinydiff.schedules import NoiseSchedule
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-VARIANCE_TYPES = ("fixed_small", "fixed_large")
+# learned_range: the model outputs twice the channels, the prediction then v (see
+# `learned_range_log_variance`), as improved-diffusion's learn_sigma and diffusers' scheduler.
+VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
 
 
@@ -37,6 +42,28 @@ def check_variance_type(variance_type: str) -> None:
         raise ValueError(
             f"unknown variance_type {variance_type!r}; expected one of {VARIANCE_TYPES}"
         )
+
+
+def learns_variance(variance_type: str) -> bool:
+    """Whether a model of this variance type outputs variance channels after the prediction."""
+    check_variance_type(variance_type)
+    return variance_type == "learned_range"
+
+
+def split_model_output(output: Any, x: np.ndarray, variance_type: str) -> tuple[Any, Any]:
+    """(prediction (N, C, ...), variance values (N, C, ...) or None) of a model output.
+
+    A learned-variance model outputs (N, 2C, ...): the prediction channels, then v."""
+    if not learns_variance(variance_type):
+        _check_same_shape("model output", output, x)
+        return output, None
+    expected = (x.shape[0], 2 * x.shape[1]) + tuple(x.shape[2:])
+    if tuple(np.shape(output)) != expected:
+        raise ValueError(f"model output has shape {tuple(np.shape(output))}, expected {expected}"
+                         f" (prediction and variance channels for variance_type "
+                         f"{variance_type!r})")
+    channels = x.shape[1]
+    return output[:, :channels], output[:, channels:]
 
 
 def check_timesteps(schedule: NoiseSchedule, t: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -59,12 +86,16 @@ def _check_same_shape(name: str, a: Any, x: np.ndarray) -> None:
 # ----------------------------------------------------------------------------- coefficients
 
 
-def gather(values: np.ndarray, t: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """values[t] reshaped to (N, 1, ..., 1) to broadcast against `like`, in `like`'s dtype."""
+def per_sample(values: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """values (N,) reshaped to (N, 1, ..., 1) to broadcast against `like`, in `like`'s dtype."""
     like = np.asarray(like)
     dtype = like.dtype if np.issubdtype(like.dtype, np.floating) else np.float64
-    gathered = np.asarray(values)[np.asarray(t)]
-    return gathered.reshape((-1,) + (1,) * (like.ndim - 1)).astype(dtype, copy=False)
+    return np.asarray(values).reshape((-1,) + (1,) * (like.ndim - 1)).astype(dtype, copy=False)
+
+
+def gather(values: np.ndarray, t: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """values[t] reshaped to (N, 1, ..., 1) to broadcast against `like`, in `like`'s dtype."""
+    return per_sample(np.asarray(values)[np.asarray(t)], like)
 
 
 # ----------------------------------------------------------------------------- forward process
@@ -188,6 +219,89 @@ def min_snr_weights(snr: np.ndarray, gamma: float, prediction_type: str) -> np.n
     return clipped
 
 
+@dataclass
+class LossTerms:
+    """One batch's training loss (a scalar, a Tensor when the model returns Tensors), its
+    timesteps t (N,) and each sample's loss (N,) as a float64 array (for loss-aware t
+    sampling); `vlb` (N,) the L_vlb term in bits/dim for learned variances, else None."""
+
+    loss: Any
+    t: np.ndarray
+    per_sample: np.ndarray
+    vlb: np.ndarray | None = None
+
+
+def training_losses(
+    model: Callable[..., Any],
+    schedule: NoiseSchedule,
+    x0: np.ndarray,
+    generator: np.random.Generator,
+    prediction_type: str = "epsilon",
+    loss_weighting: str = "uniform",
+    snr_gamma: float = 5.0,
+    variance_type: str = "fixed_small",
+    vlb_weight: float = 0.001,
+    timesteps: np.ndarray | None = None,
+    timestep_weights: np.ndarray | None = None,
+    **cond: Any,
+) -> LossTerms:
+    """Denoising loss for `model(x_t, t, **cond)` with eps ~ N(0, I) and t ~ U{0..T-1} (or
+    the given `timesteps` (N,), each sample's loss then scaled by `timestep_weights` (N,)).
+
+    L_simple is the MSE of the prediction, per sample weighted by `loss_weighting` (`uniform`
+    or `min_snr`, see `min_snr_weights`). A learned variance (`variance_type` learned_range)
+    adds improved DDPM's hybrid term: L = L_simple + vlb_weight * T * L_t, the one-sample
+    estimate of lambda * L_vlb, with L_t in bits/dim (`vlb_terms`) through the variance only:
+    the mean uses the prediction with its gradient stopped. Only Tensor-friendly ops touch
+    the model output, so a Tensor output gives a Tensor loss.
+    """
+    check_prediction_type(prediction_type)
+    if loss_weighting not in LOSS_WEIGHTINGS:
+        raise ValueError(
+            f"unknown loss_weighting {loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}"
+        )
+    x0 = np.asarray(x0)
+    if timesteps is None:
+        t = generator.integers(0, schedule.num_train_timesteps, size=x0.shape[0], dtype=np.int64)
+    else:
+        t = check_timesteps(schedule, timesteps, x0)
+    noise = generator.standard_normal(x0.shape, dtype=x0.dtype)
+    x_t = q_sample(schedule, x0, t, noise)
+    target = prediction_target(schedule, x0, noise, t, prediction_type)
+    prediction, variance_values = split_model_output(model(x_t, t, **cond), x0, variance_type)
+    error = prediction - target
+    squared_error = error * error
+    sample_weights = np.ones(len(t))
+    if loss_weighting == "min_snr":
+        sample_weights = min_snr_weights(schedule.snr, snr_gamma, prediction_type)[t]
+    if timestep_weights is not None:
+        sample_weights = sample_weights * np.asarray(timestep_weights, dtype=np.float64)
+    if loss_weighting == "min_snr" or timestep_weights is not None:
+        # Every sample has the same size, so the mean of w * se is the weighted per-sample mean.
+        squared_error = squared_error * per_sample(sample_weights, x0)
+    loss = squared_error.mean()
+    sample_losses = _mean_over_dims(np.asarray(squared_error, dtype=np.float64))
+    if variance_values is None:
+        return LossTerms(loss, t, sample_losses)
+
+    if not vlb_weight >= 0:
+        raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
+    x0_64, x_t_64 = x0.astype(np.float64), x_t.astype(np.float64)
+    frozen = np.asarray(prediction, dtype=np.float64)  # stop-gradient on the mean
+    pred_x0, _ = predict_x0_and_eps(schedule, x_t_64, t, frozen, prediction_type)
+    if isinstance(variance_values, Tensor):
+        variance_values = variance_values.double()
+    log_variance = p_log_variance(schedule, variance_type, t, x0_64, variance_values)
+    vlb = vlb_terms(schedule, x0_64, x_t_64, t, pred_x0, log_variance)
+    scale = vlb_weight * schedule.num_train_timesteps
+    vlb_weights = np.ones(len(t)) if timestep_weights is None else timestep_weights
+    vlb_loss = (vlb * (scale * np.asarray(vlb_weights, dtype=np.float64))).mean()
+    if isinstance(vlb_loss, Tensor) and isinstance(loss, Tensor):
+        vlb_loss = autograd.cast(vlb_loss, loss.dtype)  # computed in float64, added in the loss's
+    vlb_values = np.asarray(vlb, dtype=np.float64)
+    return LossTerms(loss + vlb_loss, t, sample_losses + scale * vlb_values, vlb_values)
+
+
 def training_loss(
     model: Callable[..., Any],
     schedule: NoiseSchedule,
@@ -198,93 +312,121 @@ def training_loss(
     snr_gamma: float = 5.0,
     **cond: Any,
 ) -> Any:
-    """Denoising MSE for `model(x_t, t, **cond)` with t ~ U{0..T-1} and eps ~ N(0, I).
-
-    Only `+ - *` and `.mean()` touch the model output, so an autograd Tensor output gives a
-    Tensor loss. `loss_weighting` is `uniform` or `min_snr` (per-sample weights, see
-    `min_snr_weights`). Returns a scalar (0-d array / float, or a Tensor).
-    """
-    check_prediction_type(prediction_type)
-    if loss_weighting not in LOSS_WEIGHTINGS:
-        raise ValueError(
-            f"unknown loss_weighting {loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}"
-        )
-    x0 = np.asarray(x0)
-    t = generator.integers(0, schedule.num_train_timesteps, size=x0.shape[0], dtype=np.int64)
-    noise = generator.standard_normal(x0.shape, dtype=x0.dtype)
-    x_t = q_sample(schedule, x0, t, noise)
-    target = prediction_target(schedule, x0, noise, t, prediction_type)
-    output = model(x_t, t, **cond)
-    _check_same_shape("model output", output, x0)
-    error = output - target
-    squared_error = error * error
-    if loss_weighting == "min_snr":
-        weights = min_snr_weights(schedule.snr, snr_gamma, prediction_type)
-        # Every sample has the same size, so the mean of w * se is the weighted per-sample mean.
-        squared_error = squared_error * gather(weights, t, x0)
-    return squared_error.mean()
+    """The scalar loss of `training_losses` (fixed variance, t ~ U{0..T-1}); a 0-d array or
+    float for array models, a Tensor for Tensor models."""
+    return training_losses(model, schedule, x0, generator, prediction_type, loss_weighting,
+                           snr_gamma, **cond).loss
 
 
 # ----------------------------------------------------------------------------- likelihood
 
 
-def normal_kl(
-    mean1: np.ndarray, log_var1: np.ndarray, mean2: np.ndarray, log_var2: np.ndarray
-) -> np.ndarray:
+def _tensor_math(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run `function` on autograd Tensors (so it is differentiable when an input is one) and
+    give back an ndarray when no input was a Tensor. Array inputs are taken as float64."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        any_tensor = any(isinstance(a, Tensor) for a in args)
+        args = tuple(a if isinstance(a, Tensor) else Tensor(np.asarray(a, dtype=np.float64))
+                     for a in args)
+        result = function(*args, **kwargs)
+        return result if any_tensor else result.numpy()
+
+    return wrapper
+
+
+@_tensor_math
+def normal_kl(mean1: Any, log_var1: Any, mean2: Any, log_var2: Any) -> Any:
     """KL(N(mean1, exp(log_var1)) || N(mean2, exp(log_var2))) elementwise, in nats."""
-    return 0.5 * (
-        -1.0
-        + log_var2
-        - log_var1
-        + np.exp(log_var1 - log_var2)
-        + (mean1 - mean2) ** 2 * np.exp(-log_var2)
-    )
+    return 0.5 * (-1.0 + log_var2 - log_var1 + autograd.exp(log_var1 - log_var2)
+                  + (mean1 - mean2) ** 2 * autograd.exp(-log_var2))
 
 
-_erfc = np.frompyfunc(math.erfc, 1, 1)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
 
 
-def standard_normal_cdf(z: np.ndarray) -> np.ndarray:
-    """Phi(z) in float64 via `math.erfc` (accurate in the lower tail)."""
-    return 0.5 * _erfc(-np.asarray(z, dtype=np.float64) / math.sqrt(2.0)).astype(np.float64)
+@_tensor_math
+def standard_normal_cdf(z: Any) -> Any:
+    """Phi(z) = erfc(-z / sqrt 2) / 2, accurate in the lower tail."""
+    return 0.5 * autograd.erfc(-z * _INV_SQRT_2)
 
 
-def standard_normal_sf(z: np.ndarray) -> np.ndarray:
-    """1 - Phi(z) in float64, accurate in the upper tail."""
-    return standard_normal_cdf(-np.asarray(z, dtype=np.float64))
+@_tensor_math
+def standard_normal_sf(z: Any) -> Any:
+    """1 - Phi(z) = erfc(z / sqrt 2) / 2, accurate in the upper tail."""
+    return 0.5 * autograd.erfc(z * _INV_SQRT_2)
 
 
-def discretized_gaussian_log_likelihood(
-    x: np.ndarray, means: np.ndarray, log_scales: np.ndarray, num_bins: int = 256
-) -> np.ndarray:
+@_tensor_math
+def discretized_gaussian_log_likelihood(x: Any, means: Any, log_scales: Any, *,
+                                        num_bins: int = 256) -> Any:
     """log P(bin of x) under N(means, exp(log_scales)^2), for data in [-1, 1] with `num_bins` bins.
 
     Bins have width 2 / (num_bins - 1) centred on the data values; the outermost edges go to
     +-inf. Probabilities are differences of CDFs taken in the tail where they are accurate.
-    """
-    x, means, log_scales = (np.asarray(a, dtype=np.float64) for a in (x, means, log_scales))
+    Differentiable in means and log_scales when they are Tensors."""
     half_width = 1.0 / (num_bins - 1)
-    inv_scale = np.exp(-log_scales)
-    lower = np.where(x <= -1.0 + 1e-6, -np.inf, (x - half_width - means) * inv_scale)
-    upper = np.where(x >= 1.0 - 1e-6, np.inf, (x + half_width - means) * inv_scale)
-    probability = np.where(
-        lower > 0.0,
-        standard_normal_sf(lower) - standard_normal_sf(upper),
-        standard_normal_cdf(upper) - standard_normal_cdf(lower),
+    inv_scale = autograd.exp(-log_scales)
+    lower = (x - half_width - means) * inv_scale
+    upper = (x + half_width - means) * inv_scale
+    data = np.asarray(x.data)
+    probability = autograd.where(
+        data <= -1.0 + 1e-6,  # the bottom bin reaches -inf
+        standard_normal_cdf(upper),
+        autograd.where(
+            data >= 1.0 - 1e-6,  # the top bin reaches +inf
+            standard_normal_sf(lower),
+            autograd.where(np.asarray(lower.data) > 0.0,
+                           standard_normal_sf(lower) - standard_normal_sf(upper),
+                           standard_normal_cdf(upper) - standard_normal_cdf(lower)),
+        ),
     )
-    return np.log(np.maximum(probability, np.finfo(np.float64).tiny))
+    return autograd.log(autograd.clamp(probability, min=float(np.finfo(np.float64).tiny)))
+
+
+def learned_range_log_variance(variance_values: Any, min_log: Any, max_log: Any) -> Any:
+    """log Sigma = frac log beta + (1 - frac) log beta_tilde, frac = (v + 1) / 2.
+
+    Improved DDPM's eq. 15 with the network's raw output v in [-1, 1] mapped to the
+    interpolation weight in [0, 1], as improved-diffusion and diffusers' `learned_range`.
+    `min_log` is log beta_tilde (clipped at t = 0), `max_log` log beta; arrays or Tensors."""
+    frac = (variance_values + 1.0) * 0.5
+    return frac * max_log + (1.0 - frac) * min_log
 
 
 def model_log_variance(schedule: NoiseSchedule, variance_type: str) -> np.ndarray:
-    """(T,) log-variance of p(x_{t-1} | x_t) as improved-diffusion defines it.
+    """(T,) log-variance of p(x_{t-1} | x_t) for a fixed variance type, as improved-diffusion.
 
-    fixed_small: log(beta tilde), element 0 replaced by element 1; fixed_large: log(beta), element
-    0 replaced by beta tilde[1] (only the decoder term uses element 0).
-    """
+    fixed_small: log(beta tilde), element 0 replaced by element 1; fixed_large: log(beta),
+    element 0 replaced by beta tilde[1] (only the decoder term uses element 0)."""
     check_variance_type(variance_type)
     if variance_type == "fixed_small":
         return schedule.posterior_log_variance_clipped
-    return np.log(np.concatenate([schedule.posterior_variance[1:2], schedule.betas[1:]]))
+    if variance_type == "fixed_large":
+        return np.log(np.concatenate([schedule.posterior_variance[1:2], schedule.betas[1:]]))
+    raise ValueError(f"variance_type {variance_type!r} is learned: use p_log_variance with the "
+                     "model's variance values")
+
+
+def p_log_variance(schedule: NoiseSchedule, variance_type: str, t: np.ndarray,
+                   like: np.ndarray, variance_values: Any = None) -> Any:
+    """log-variance of p(x_{t-1} | x_t) at timesteps t (N,) for a batch like (N, C, ...).
+
+    Fixed types: `model_log_variance` gathered, (N, 1, ..., 1) float64. learned_range: from
+    `variance_values` (N, C, ...), an array or a Tensor (then so is the result), between the
+    clipped log beta tilde and log beta."""
+    t = check_timesteps(schedule, t, like)
+    shape_of = np.zeros((len(t),) + (1,) * (np.ndim(like) - 1))
+    if not learns_variance(variance_type):
+        return gather(model_log_variance(schedule, variance_type), t, shape_of)
+    if variance_values is None:
+        raise ValueError(f"variance_type {variance_type!r} needs the model's variance values")
+    return learned_range_log_variance(
+        variance_values,
+        gather(schedule.posterior_log_variance_clipped, t, shape_of),
+        gather(np.log(schedule.betas), t, shape_of),
+    )
 
 
 @dataclass
@@ -300,7 +442,10 @@ class VariationalBound:
     terms: np.ndarray
 
 
-def _mean_over_dims(values: np.ndarray) -> np.ndarray:
+def _mean_over_dims(values: Any) -> Any:
+    """(N, ...) -> (N,) means; an array or a Tensor."""
+    if isinstance(values, Tensor):
+        return values.reshape(values.shape[0], -1).mean(dim=1)
     return values.reshape(values.shape[0], -1).mean(axis=1)
 
 
@@ -311,6 +456,22 @@ def prior_bpd(schedule: NoiseSchedule, x0: np.ndarray) -> np.ndarray:
     mean, variance = q_mean_variance(schedule, x0, t)
     kl = normal_kl(mean, np.log(variance), 0.0, 0.0)
     return _mean_over_dims(np.broadcast_to(kl, x0.shape)) / math.log(2.0)
+
+
+def vlb_terms(schedule: NoiseSchedule, x0: np.ndarray, x_t: np.ndarray, t: np.ndarray,
+              pred_x0: np.ndarray, log_variance: Any) -> Any:
+    """(N,) bound terms L_{t} in bits/dim for p(x_{t-1} | x_t) = N(posterior mean of pred_x0,
+    exp(log_variance)): the decoder NLL -log p(x0 | x_1) where t = 0, else
+    KL(q(x_{t-1} | x_t, x0) || p). Float64 arrays (N, ...); `log_variance` broadcasts against
+    them and may be a Tensor, and then so is the result (differentiable in it)."""
+    model_mean, _, _ = q_posterior(schedule, pred_x0, x_t, t)
+    true_mean, _, true_log_variance = q_posterior(schedule, x0, x_t, t)
+    kl = _mean_over_dims(normal_kl(true_mean, true_log_variance, model_mean, log_variance))
+    nll = -_mean_over_dims(discretized_gaussian_log_likelihood(x0, model_mean,
+                                                               0.5 * log_variance))
+    if isinstance(kl, Tensor):
+        return autograd.where(t == 0, nll, kl) / math.log(2.0)
+    return np.where(t == 0, nll, kl) / math.log(2.0)
 
 
 def variational_bound(
@@ -327,10 +488,10 @@ def variational_bound(
 
     x0: (N, ...) 8-bit data scaled to [-1, 1]. One batched model call per timestep, with fresh
     noise from `generator`. The model mean uses the predicted x0 (clipped to [-1, 1] if
-    `clip_denoised`) in the posterior formula; the variance follows `model_log_variance`.
+    `clip_denoised`) in the posterior formula; the variance follows `p_log_variance`
+    (learned_range: from the model's variance channels).
     """
     check_prediction_type(prediction_type)
-    log_variances = model_log_variance(schedule, variance_type)
     x0 = np.asarray(x0)
     batch = x0.shape[0]
     terms = np.zeros((batch, schedule.num_train_timesteps))
@@ -340,18 +501,12 @@ def variational_bound(
         noise = generator.standard_normal(x0.shape, dtype=x0.dtype)
         x_t = q_sample(schedule, x0, t, noise)
         output = np.asarray(model(x_t, t, **cond), dtype=np.float64)
+        prediction, variance_values = split_model_output(output, x0, variance_type)
         x_t = x_t.astype(np.float64)
-        pred_x0, _ = predict_x0_and_eps(schedule, x_t, t, output, prediction_type)
+        pred_x0, _ = predict_x0_and_eps(schedule, x_t, t, prediction, prediction_type)
         if clip_denoised:
             pred_x0 = np.clip(pred_x0, -1.0, 1.0)
-        model_mean, _, _ = q_posterior(schedule, pred_x0, x_t, t)
-        log_variance = gather(log_variances, t, x0_64)
-        if step == 0:
-            nll = -discretized_gaussian_log_likelihood(x0_64, model_mean, 0.5 * log_variance)
-            terms[:, 0] = _mean_over_dims(nll) / math.log(2.0)
-        else:
-            true_mean, _, true_log_variance = q_posterior(schedule, x0_64, x_t, t)
-            kl = normal_kl(true_mean, true_log_variance, model_mean, log_variance)
-            terms[:, step] = _mean_over_dims(kl) / math.log(2.0)
+        log_variance = p_log_variance(schedule, variance_type, t, x0_64, variance_values)
+        terms[:, step] = vlb_terms(schedule, x0_64, x_t, t, pred_x0, log_variance)
     prior = prior_bpd(schedule, x0_64)
     return VariationalBound(total=prior + terms.sum(axis=1), prior=prior, terms=terms)

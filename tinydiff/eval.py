@@ -7,6 +7,7 @@ reference distance between that many training images and the test set.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,14 +98,22 @@ def accuracy(model: Classifier, images: np.ndarray, labels: np.ndarray) -> float
     return float(np.mean(predict(model, images)[1].argmax(axis=1) == labels))
 
 
+_LOADED_CLASSIFIERS: dict[tuple[str, int], Classifier] = {}
+
+
 def load_classifier(path: Path | None = None, train_if_missing: bool = True,
                     progress: bool = True) -> Classifier:
-    """The cached classifier from $TINYDIFF_HOME, trained (about 3 epochs) if absent."""
+    """The cached classifier from $TINYDIFF_HOME, trained (about 3 epochs) if absent. A file
+    already loaded (and unchanged since) gives the same object back, so its test-set
+    statistics are computed once per process."""
     path = path or cache_dir() / CLASSIFIER_FILE
-    model = Classifier()
     if path.exists():
-        model.load_state_dict(autograd.load(path))
-        return model.eval()
+        key = (str(path.resolve()), path.stat().st_mtime_ns)
+        if key not in _LOADED_CLASSIFIERS:
+            model = Classifier()
+            model.load_state_dict(autograd.load(path))
+            _LOADED_CLASSIFIERS[key] = model.eval()
+        return _LOADED_CLASSIFIERS[key]
     if not train_if_missing:
         raise FileNotFoundError(f"no classifier at {path}")
     images, labels = load_mnist("train")
@@ -164,18 +173,29 @@ class SampleReport:
         return lines
 
 
+_TEST_STATISTICS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def test_set_statistics(classifier: Classifier) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (128,) and covariance (128, 128) of the test set's features, computed once per
+    classifier object (the classifier is not trained further once it scores samples)."""
+    if classifier not in _TEST_STATISTICS:
+        test_images, _ = load_mnist("test")
+        _TEST_STATISTICS[classifier] = feature_statistics(predict(classifier, test_images)[0])
+    return _TEST_STATISTICS[classifier]
+
+
 def evaluate_samples(samples: np.ndarray, classifier: Classifier | None = None,
                      seed: int = 0, labels: np.ndarray | None = None) -> SampleReport:
     """FID against the MNIST test set, confidence and class histogram of `samples`
     (N, 1, 28, 28) in [-1, 1]; the reference FID uses N random training images. With the
     `labels` (N,) the samples were conditioned on, also the fraction classified as them."""
     classifier = classifier or load_classifier()
-    test_images, _ = load_mnist("test")
     train_images, _ = load_mnist("train")
     count = len(samples)
     reference = train_images[np.random.default_rng(seed).choice(len(train_images), count,
                                                                 replace=False)]
-    test_stats = feature_statistics(predict(classifier, test_images)[0])
+    test_stats = test_set_statistics(classifier)
     sample_features, probabilities = predict(classifier, np.clip(samples, -1, 1))
     histogram = np.bincount(probabilities.argmax(axis=1), minlength=10)
     return SampleReport(
@@ -192,9 +212,11 @@ def evaluate_samples(samples: np.ndarray, classifier: Classifier | None = None,
 
 
 def nll_bits_per_dim(model, schedule, images: np.ndarray, prediction_type: str,
-                     batch_size: int = 64, seed: int = 0) -> tuple[float, float]:
+                     batch_size: int = 64, seed: int = 0,
+                     variance_type: str = "fixed_small") -> tuple[float, float]:
     """Mean and standard error of the variational bound in bits/dim over `images` (a subset
-    of the test set: every image costs T model evaluations)."""
+    of the test set: every image costs T model evaluations); `variance_type` is the model's
+    (learned_range: from its variance channels)."""
     from tinydiff.diffusion import variational_bound
 
     generator = np.random.default_rng(seed)
@@ -202,7 +224,8 @@ def nll_bits_per_dim(model, schedule, images: np.ndarray, prediction_type: str,
     with autograd.no_grad():
         for start in range(0, len(images), batch_size):
             bound = variational_bound(model, schedule, images[start:start + batch_size],
-                                      generator, prediction_type=prediction_type)
+                                      generator, prediction_type=prediction_type,
+                                      variance_type=variance_type)
             totals.append(bound.total)
     totals = np.concatenate(totals)
     return float(totals.mean()), float(totals.std(ddof=1) / np.sqrt(len(totals))

@@ -6,6 +6,10 @@ layout follows Ho et al. (2020) as spelled out in shared/specs/mnist-tiny-unet.m
     conv_in -> [ResBlock x num_res_blocks (+Attn) -> Downsample] per level -> mid
     -> [concat skip -> ResBlock (+Attn)] x (num_res_blocks + 1) -> Upsample, per level
     -> GroupNorm -> SiLU -> conv_out
+
+With `context_dim` set, the class label is a learned sequence of `context_tokens` vectors
+that every attention block (and the mid block's) is followed by cross-attention to, as in
+latent diffusion (Rombach et al. 2022), instead of a vector added to the time embedding.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from autograd.tensor import Tensor
 class UNetConfig:
     """Settings of the UNet. `attention_levels` are indices into `channel_mult` (0 = full
     resolution). `num_classes` enables class conditioning with one extra null label
-    (index num_classes) for classifier-free guidance."""
+    (index num_classes) for classifier-free guidance. `context_dim` (needs num_classes)
+    conditions through cross-attention to a learned (context_tokens, context_dim) label
+    sequence instead of adding a label vector to the time embedding."""
 
     in_channels: int = 1
     out_channels: int = 1
@@ -40,6 +46,16 @@ class UNetConfig:
     norm_groups: int = 8
     num_classes: int | None = None
     image_size: int = 28
+    context_dim: int | None = None
+    context_tokens: int = 4
+
+    def __post_init__(self) -> None:
+        if self.context_dim is not None and (self.num_classes is None or self.context_dim < 1
+                                             or self.context_tokens < 1):
+            raise ValueError(f"cross-attention conditioning needs num_classes and positive "
+                             f"context_dim and context_tokens; got num_classes="
+                             f"{self.num_classes}, context_dim={self.context_dim}, "
+                             f"context_tokens={self.context_tokens}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -57,6 +73,10 @@ PRESETS: dict[str, UNetConfig] = {
     "mnist-small": UNetConfig(base_channels=48, attention_levels=(1, 2)),
     # A few thousand parameters: for tests and smoke runs, not for samples.
     "micro": UNetConfig(base_channels=8, num_res_blocks=1, norm_groups=4, time_embed_dim=8),
+    # Latent diffusion on tinydiff.vae's (4, 8, 8) MNIST latents, labels by cross-attention.
+    "latent-tiny": UNetConfig(in_channels=4, out_channels=4, channel_mult=(1, 2),
+                              attention_levels=(1,), num_classes=10, image_size=8,
+                              context_dim=32, context_tokens=4),
 }
 
 
@@ -76,7 +96,7 @@ def timestep_embedding(t: np.ndarray, dim: int, dtype=np.float32) -> np.ndarray:
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(dtype)
 
 
-def _norm_silu(norm: nn.GroupNorm, x: Tensor) -> Tensor:
+def norm_silu(norm: nn.GroupNorm, x: Tensor) -> Tensor:
     """F.silu(norm(x)), computed by the fused GroupNorm + SiLU kernel."""
     return F.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias, norm.eps)
 
@@ -98,9 +118,9 @@ class ResBlock(nn.Module):
                          if in_channels != out_channels else nn.Identity())
 
     def forward(self, x: Tensor, embedding: Tensor) -> Tensor:
-        h = self.conv1(_norm_silu(self.norm1, x))
+        h = self.conv1(norm_silu(self.norm1, x))
         h = h + self.embed_proj(F.silu(embedding))[:, :, None, None]
-        h = self.conv2(self.dropout(_norm_silu(self.norm2, h)))
+        h = self.conv2(self.dropout(norm_silu(self.norm2, h)))
         return self.shortcut(x) + h
 
 
@@ -133,6 +153,14 @@ class Level(nn.Module):
         super().__init__()
         self.res_blocks = nn.ModuleList()
         self.attentions = nn.ModuleList()
+        self.cross_attentions = nn.ModuleList()  # one per res block with context_dim set
+
+
+class _NoContext(nn.Module):
+    """Stands in for cross-attention at levels without attention: h passes unchanged."""
+
+    def forward(self, h: Tensor, context: Tensor) -> Tensor:
+        return h
 
 
 class UNet(nn.Module):
@@ -148,13 +176,20 @@ class UNet(nn.Module):
         embed_dim = 4 * config.base_channels
         self.time_mlp = nn.Sequential(nn.Linear(config.time_embed_dim, embed_dim), nn.SiLU(),
                                       nn.Linear(embed_dim, embed_dim))
-        if config.num_classes is not None:
+        if config.context_dim is not None:  # label -> (context_tokens, context_dim) sequence
+            self.context_embedding = nn.Embedding(
+                config.num_classes + 1, config.context_tokens * config.context_dim)
+        elif config.num_classes is not None:
             self.class_embedding = nn.Embedding(config.num_classes + 1, embed_dim)
         self.conv_in = nn.Conv2d(config.in_channels, config.base_channels, 3, padding=1)
 
         def attention(level: int, c: int) -> nn.Module:
             return (nn.SelfAttention2d(c, num_heads=config.attention_heads, norm_groups=groups)
                     if level in config.attention_levels else nn.Identity())
+
+        def cross_attention(level: int, c: int) -> nn.Module:
+            return (nn.CrossAttention2d(c, config.context_dim, config.attention_heads, groups)
+                    if level in config.attention_levels else _NoContext())
 
         skip_channels, current = [config.base_channels], config.base_channels
         self.down, self.downsamples = nn.ModuleList(), nn.ModuleList()
@@ -163,6 +198,8 @@ class UNet(nn.Module):
             for _ in range(config.num_res_blocks):
                 blocks.res_blocks.append(ResBlock(current, c, embed_dim, groups, dropout))
                 blocks.attentions.append(attention(level, c))
+                if config.context_dim is not None:
+                    blocks.cross_attentions.append(cross_attention(level, c))
                 current = c
                 skip_channels.append(c)
             self.down.append(blocks)
@@ -173,6 +210,9 @@ class UNet(nn.Module):
         self.mid_block1 = ResBlock(current, current, embed_dim, groups, dropout)
         self.mid_attention = nn.SelfAttention2d(current, num_heads=config.attention_heads,
                                                 norm_groups=groups)
+        if config.context_dim is not None:
+            self.mid_cross_attention = nn.CrossAttention2d(current, config.context_dim,
+                                                           config.attention_heads, groups)
         self.mid_block2 = ResBlock(current, current, embed_dim, groups, dropout)
 
         self.up, self.upsamples = nn.ModuleList(), nn.ModuleList()
@@ -183,6 +223,8 @@ class UNet(nn.Module):
                 incoming = current + skip_channels.pop()
                 blocks.res_blocks.append(ResBlock(incoming, c, embed_dim, groups, dropout))
                 blocks.attentions.append(attention(level, c))
+                if config.context_dim is not None:
+                    blocks.cross_attentions.append(cross_attention(level, c))
                 current = c
             self.up.append(blocks)
             if level > 0:
@@ -191,21 +233,37 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(groups, current)
         self.conv_out = nn.Conv2d(current, config.out_channels, 3, padding=1)
 
+    def labels(self, t, class_labels=None) -> np.ndarray | None:
+        """The int64 labels (N,) (the null label where none are given), or None for an
+        unconditional UNet."""
+        if self.config.num_classes is None:
+            if class_labels is not None:
+                raise ValueError("this UNet has no class conditioning (num_classes is None)")
+            return None
+        if class_labels is None:  # unconditional: the null label
+            return np.full(np.shape(t), self.config.num_classes, dtype=np.int64)
+        return np.asarray(class_labels.numpy() if isinstance(class_labels, Tensor)
+                          else class_labels, dtype=np.int64)
+
     def embed(self, t, class_labels=None) -> Tensor:
-        """The (N, 4 * base_channels) conditioning vector for timesteps and labels."""
+        """The (N, 4 * base_channels) conditioning vector for timesteps (and labels, unless
+        they condition through cross-attention)."""
         t = np.asarray(t.numpy() if isinstance(t, Tensor) else t)
         features = timestep_embedding(t, self.config.time_embed_dim,
                                       dtype=self.conv_in.weight.dtype)
         embedding = self.time_mlp(Tensor(features))
-        if self.config.num_classes is not None:
-            if class_labels is None:  # unconditional: the null label
-                class_labels = np.full(t.shape, self.config.num_classes, dtype=np.int64)
-            labels = np.asarray(class_labels.numpy() if isinstance(class_labels, Tensor)
-                                else class_labels, dtype=np.int64)
+        labels = self.labels(t, class_labels)
+        if labels is not None and self.config.context_dim is None:
             embedding = embedding + self.class_embedding(labels)
-        elif class_labels is not None:
-            raise ValueError("this UNet has no class conditioning (num_classes is None)")
         return embedding
+
+    def context(self, t, class_labels=None) -> Tensor | None:
+        """The (N, context_tokens, context_dim) label sequence the cross-attention blocks
+        attend to, or None without `context_dim`."""
+        if self.config.context_dim is None:
+            return None
+        sequence = self.context_embedding(self.labels(np.asarray(t), class_labels))
+        return sequence.reshape(-1, self.config.context_tokens, self.config.context_dim)
 
     def forward(self, x, t, class_labels=None, observe=None) -> Tensor:
         """`observe(name, h)`, when given, is called with every block's output (for
@@ -215,31 +273,42 @@ class UNet(nn.Module):
         observe = observe or (lambda name, h: None)
         embedding = self.embed(t, class_labels)
         observe("time embedding", embedding)
+        context = self.context(t, class_labels)
         h = self.conv_in(x)
         observe("conv_in", h)
         skips = [h]
         for level, blocks in enumerate(self.down):
-            for i, (block, attention) in enumerate(zip(blocks.res_blocks, blocks.attentions)):
-                h = attention(block(h, embedding))
+            for i, block in enumerate(blocks.res_blocks):
+                h = self._attend(blocks, i, block(h, embedding), context)
                 observe(f"down{level}.block{i}", h)
                 skips.append(h)
             if level < len(self.downsamples):
                 h = self.downsamples[level](h)
                 observe(f"down{level}.downsample", h)
                 skips.append(h)
-        h = self.mid_block2(self.mid_attention(self.mid_block1(h, embedding)), embedding)
+        h = self.mid_attention(self.mid_block1(h, embedding))
+        if context is not None:
+            h = self.mid_cross_attention(h, context)
+        h = self.mid_block2(h, embedding)
         observe("mid", h)
         for index, blocks in enumerate(self.up):
-            for i, (block, attention) in enumerate(zip(blocks.res_blocks, blocks.attentions)):
+            for i, block in enumerate(blocks.res_blocks):
                 skip = skips.pop()
-                h = attention(block(autograd.cat([h, skip], dim=1), embedding))
+                h = self._attend(blocks, i, block(autograd.cat([h, skip], dim=1), embedding),
+                                 context)
                 observe(f"up{index}.block{i}", h)
             if index < len(self.upsamples):
                 h = self.upsamples[index](h)
                 observe(f"up{index}.upsample", h)
-        out = self.conv_out(_norm_silu(self.norm_out, h))
+        out = self.conv_out(norm_silu(self.norm_out, h))
         observe("conv_out", out)
         return out
+
+    @staticmethod
+    def _attend(blocks: Level, i: int, h: Tensor, context: Tensor | None) -> Tensor:
+        """h through the i-th res block's attention, then its cross-attention (if any)."""
+        h = blocks.attentions[i](h)
+        return h if context is None else blocks.cross_attentions[i](h, context)
 
     def _check_input(self, x: Tensor, t) -> None:
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
@@ -270,4 +339,4 @@ def build_model(name_or_config: str | UNetConfig | dict, **overrides: Any) -> UN
 
 
 __all__ = ["UNetConfig", "UNet", "PRESETS", "preset", "build_model", "count_parameters",
-           "timestep_embedding", "ResBlock", "Downsample", "Upsample"]
+           "timestep_embedding", "norm_silu", "ResBlock", "Downsample", "Upsample"]

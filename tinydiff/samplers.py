@@ -22,8 +22,10 @@ import numpy as np
 
 from tinydiff.diffusion import (
     check_prediction_type,
-    check_variance_type,
+    learned_range_log_variance,
+    learns_variance,
     predict_x0_and_eps,
+    split_model_output,
 )
 from tinydiff.schedules import NoiseSchedule
 
@@ -163,6 +165,7 @@ class _Sampler:
         t: int,
         x_t: np.ndarray,
         generator: np.random.Generator | None = None,
+        classifier_gradient: np.ndarray | None = None,
     ) -> SamplerStep:
         raise NotImplementedError
 
@@ -170,9 +173,12 @@ class _Sampler:
 class DDPMSampler(_Sampler):
     """Ancestral sampling from p(x_prev | x_t) = q(x_prev | x_t, x0 = predicted x0).
 
-    variance_type: `fixed_small` (posterior variance, beta tilde) or `fixed_large` (beta), as in
-    diffusers' DDPMScheduler; between non-adjacent timesteps beta = 1 - abar_t / abar_prev.
-    No noise is added on the last step. With fewer steps than T this is "respaced" DDPM.
+    variance_type: `fixed_small` (posterior variance, beta tilde), `fixed_large` (beta), or
+    `learned_range` (the model output (N, 2C, ...) ends with v, see
+    `diffusion.learned_range_log_variance`), as in diffusers' DDPMScheduler; between
+    non-adjacent timesteps beta = 1 - abar_t / abar_prev and beta tilde is the posterior
+    variance between them (improved DDPM's respacing). No noise is added on the last step.
+    With fewer steps than T this is "respaced" DDPM.
     """
 
     def __init__(
@@ -185,7 +191,7 @@ class DDPMSampler(_Sampler):
         clip_sample: bool = True,
         clip_sample_range: float = 1.0,
     ) -> None:
-        check_variance_type(variance_type)
+        learns_variance(variance_type)  # validates the name
         super().__init__(
             schedule,
             num_inference_steps,
@@ -202,21 +208,39 @@ class DDPMSampler(_Sampler):
         t: int,
         x_t: np.ndarray,
         generator: np.random.Generator | None = None,
+        classifier_gradient: np.ndarray | None = None,
     ) -> SamplerStep:
-        x0, _ = self.predict_original(model_output, t, x_t)
+        prediction, variance_values = split_model_output(model_output, x_t, self.variance_type)
+        x0, _ = self.predict_original(prediction, t, x_t)
         alpha_bar, alpha_bar_prev = self.alpha_bars(t)
         beta = 1.0 - alpha_bar / alpha_bar_prev
         x0_coef = math.sqrt(alpha_bar_prev) * beta / (1.0 - alpha_bar)
         x_t_coef = math.sqrt(1.0 - beta) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
         prev_sample = _cast(x0_coef, x_t) * x0 + _cast(x_t_coef, x_t) * x_t
+        variance = self.variance(alpha_bar, alpha_bar_prev, variance_values)
+        if classifier_gradient is not None:  # Dhariwal & Nichol: mean + Sigma s grad log p(y|x_t)
+            prev_sample = prev_sample + variance.astype(x_t.dtype) * classifier_gradient.astype(
+                x_t.dtype)
         if self.previous_timestep(t) >= 0:
-            if self.variance_type == "fixed_small":
-                variance = _posterior_variance(alpha_bar, alpha_bar_prev)
-            else:
-                variance = beta
             noise = _draw_noise(generator, x_t)
-            prev_sample = prev_sample + _cast(math.sqrt(variance), x_t) * noise
+            prev_sample = prev_sample + np.sqrt(variance).astype(x_t.dtype) * noise
         return SamplerStep(prev_sample, x0)
+
+    def variance(self, alpha_bar: float, alpha_bar_prev: float,
+                 variance_values: np.ndarray | None = None) -> np.ndarray:
+        """Sigma of p(x_prev | x_t) between two timesteps, float64: 0-d, or (N, C, ...) from
+        a learned variance's values. For its log the posterior variance is clamped at 1e-20,
+        as diffusers does (it is 0 on the last step, where no noise is added)."""
+        beta = 1.0 - alpha_bar / alpha_bar_prev
+        posterior_variance = _posterior_variance(alpha_bar, alpha_bar_prev)
+        if self.variance_type == "fixed_small":
+            return np.asarray(posterior_variance)
+        if self.variance_type == "fixed_large":
+            return np.asarray(beta)
+        log_variance = learned_range_log_variance(
+            np.asarray(variance_values, dtype=np.float64),
+            math.log(max(posterior_variance, 1e-20)), math.log(beta))
+        return np.exp(log_variance)
 
 
 class DDIMSampler(_Sampler):
@@ -254,9 +278,15 @@ class DDIMSampler(_Sampler):
         t: int,
         x_t: np.ndarray,
         generator: np.random.Generator | None = None,
+        classifier_gradient: np.ndarray | None = None,
     ) -> SamplerStep:
         x0, eps = self.predict_original(model_output, t, x_t)
         alpha_bar, alpha_bar_prev = self.alpha_bars(t)
+        if classifier_gradient is not None:  # Dhariwal & Nichol: eps - sqrt(1 - abar) s grad
+            eps = eps - _cast(math.sqrt(1.0 - alpha_bar), x_t) * classifier_gradient.astype(
+                x_t.dtype)
+            x0 = (x_t - _cast(math.sqrt(1.0 - alpha_bar), x_t) * eps) / _cast(
+                math.sqrt(alpha_bar), x_t)
         variance = self.eta**2 * _posterior_variance(alpha_bar, alpha_bar_prev)
         direction_coef = math.sqrt(max(1.0 - alpha_bar_prev - variance, 0.0))
         prev_sample = _cast(math.sqrt(alpha_bar_prev), x_t) * x0 + _cast(direction_coef, x_t) * eps
@@ -289,6 +319,7 @@ def model_prediction(
     cond: Mapping[str, Any],
     guidance_scale: float | None = None,
     null_cond: Mapping[str, Any] | None = None,
+    variance_type: str = "fixed_small",
 ) -> np.ndarray:
     """The model output at (x_t, t) as an ndarray of x_t's dtype, optionally with CFG.
 
@@ -296,7 +327,9 @@ def model_prediction(
     e.g. {"class_labels": null_label}) halves go through ONE model call on a 2N batch and
     out = out_uncond + s * (out_cond - out_uncond), applied to the raw output as diffusers does.
     Every prediction type is affine in the output with weights summing to one, so this equals
-    guiding eps. s = 1 gives the conditional output; s = 0 the unconditional one.
+    guiding eps. s = 1 gives the conditional output; s = 0 the unconditional one. A learned
+    variance's channels (`variance_type` learned_range: output (N, 2C, ...)) are not guided:
+    they come from the conditional half, as in GLIDE.
     """
     batch = x_t.shape[0]
     if guidance_scale is None:
@@ -314,9 +347,12 @@ def model_prediction(
         if output.shape[:1] != (2 * batch,):
             raise ValueError(f"model output has shape {output.shape}, expected leading {2 * batch}")
         out_cond, out_uncond = output[:batch], output[batch:]
-        output = out_uncond + _cast(float(guidance_scale), out_cond) * (out_cond - out_uncond)
-    if output.shape != x_t.shape:
-        raise ValueError(f"model output has shape {output.shape}, expected {x_t.shape}")
+        guided = out_uncond + _cast(float(guidance_scale), out_cond) * (out_cond - out_uncond)
+        if learns_variance(variance_type) and out_cond.ndim > 1:
+            channels = x_t.shape[1]
+            guided[:, channels:] = out_cond[:, channels:]
+        output = guided
+    split_model_output(output, x_t, variance_type)  # checks the shape
     return output.astype(x_t.dtype, copy=False)
 
 
@@ -374,6 +410,8 @@ def sample(
     clip_sample_range: float = 1.0,
     guidance_scale: float | None = None,
     null_cond: Mapping[str, Any] | None = None,
+    classifier_grad_fn: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    classifier_scale: float = 1.0,
     return_trajectory: bool = False,
     trajectory_steps: Sequence[int] | None = None,
     dtype: Any = np.float32,
@@ -381,6 +419,12 @@ def sample(
 ) -> np.ndarray | tuple[np.ndarray, Trajectory]:
     """Generate samples of `shape` (N, ...) with `sampler` "ddim" (uses eta) or "ddpm" (uses
     variance_type). x_T defaults to N(0, I) drawn from `generator` (or default_rng(seed)).
+
+    `variance_type` also says what the model outputs: with `learned_range` its variance
+    channels are used by DDPM and dropped by DDIM. Classifier guidance (Dhariwal & Nichol):
+    `classifier_grad_fn(x_t, t)` returns grad_x log p(y | x_t, t) (N, ...) for the wanted
+    labels; DDPM shifts its mean by classifier_scale * Sigma * grad, DDIM its eps by
+    -sqrt(1 - abar_t) * classifier_scale * grad. Scale 0 never calls it.
 
     `trajectory_steps` are loop indices 0..n-1 to record (default: all) when `return_trajectory`;
     then returns (x0, Trajectory). See `model_prediction` for guidance_scale / null_cond.
@@ -396,6 +440,7 @@ def sample(
     elif sampler == "ddpm":
         options["variance_type"] = variance_type
     runner = make_sampler(sampler, schedule, num_inference_steps, **options)
+    guided_by_classifier = classifier_grad_fn is not None and classifier_scale != 0
     if generator is None and seed is not None:
         generator = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape)
@@ -412,8 +457,15 @@ def sample(
         raise ValueError(f"trajectory_steps must be loop indices in [0, {num_steps})")
     times, samples, originals = [], [], []
     for index, t in enumerate(runner.timesteps):
-        output = model_prediction(model, x, int(t), cond, guidance_scale, null_cond)
-        result = runner.step(output, int(t), x, generator)
+        output = model_prediction(model, x, int(t), cond, guidance_scale, null_cond,
+                                  variance_type)
+        if sampler == "ddim" and learns_variance(variance_type):
+            output = output[:, : x.shape[1]]
+        gradient = None
+        if guided_by_classifier:
+            t_batch = np.full(x.shape[0], int(t), dtype=np.int64)
+            gradient = _classifier_gradient(classifier_grad_fn, x, t_batch, classifier_scale)
+        result = runner.step(output, int(t), x, generator, gradient)
         x = result.prev_sample
         if return_trajectory and index in recorded:
             times.append(int(t))
@@ -429,6 +481,17 @@ def sample(
         ),
     )
     return x, trajectory
+
+
+def _classifier_gradient(classifier_grad_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+                         x: np.ndarray, t: np.ndarray, scale: float) -> np.ndarray:
+    """scale * grad_x log p(y | x_t, t), checked to have x's shape and to be finite."""
+    gradient = np.asarray(classifier_grad_fn(x, t))
+    if gradient.shape != x.shape:
+        raise ValueError(f"classifier_grad_fn returned shape {gradient.shape}, expected {x.shape}")
+    if not np.all(np.isfinite(gradient)):
+        raise ValueError(f"classifier_grad_fn returned a non-finite gradient at t={t[0]}")
+    return _cast(float(scale), x) * gradient.astype(x.dtype, copy=False)
 
 
 def ddim_invert(

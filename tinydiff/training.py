@@ -23,9 +23,10 @@ from autograd.nn.parallel import Replicas
 from autograd.optim import lr_scheduler
 from autograd.random import default_generator
 from tinydiff.data import BatchIterator, load_mnist
-from tinydiff.diffusion import training_loss
+from tinydiff.diffusion import VARIANCE_TYPES, learns_variance, training_losses
 from tinydiff.models import UNet, build_model
 from tinydiff.schedules import NoiseSchedule
+from tinydiff.timestep_sampling import TIMESTEP_SAMPLERS, LossSecondMomentResampler
 
 CHECKPOINT_FORMAT = "tinydiff-checkpoint-v1"
 
@@ -50,6 +51,11 @@ class TrainConfig:
     prediction_type: str = "epsilon"
     loss_weighting: str = "min_snr"
     snr_gamma: float = 5.0
+    # learned_range: the UNet also outputs the variance interpolation v, trained by improved
+    # DDPM's hybrid loss L_simple + vlb_weight * L_vlb (lambda = 0.001 in the paper).
+    variance_type: str = "fixed_small"
+    vlb_weight: float = 0.001
+    timestep_sampler: str = "uniform"  # or "loss-second-moment" (importance sampling of t)
     beta_schedule: str = "linear"
     num_train_timesteps: int = 1000
     class_conditional: bool = True
@@ -75,6 +81,14 @@ class TrainConfig:
                             f"{self.lr_schedule!r}")
         if not 0 <= self.label_dropout < 1:
             problems.append(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        if self.variance_type not in VARIANCE_TYPES:
+            problems.append(f"variance_type must be one of {VARIANCE_TYPES}, got "
+                            f"{self.variance_type!r}")
+        if not self.vlb_weight >= 0:
+            problems.append(f"vlb_weight must be >= 0, got {self.vlb_weight}")
+        if self.timestep_sampler not in TIMESTEP_SAMPLERS:
+            problems.append(f"timestep_sampler must be one of {TIMESTEP_SAMPLERS}, got "
+                            f"{self.timestep_sampler!r}")
         if self.checkpoint_every < 1:
             problems.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if problems:
@@ -108,7 +122,12 @@ class Trainer:
             images, labels = load_mnist("train", data_dir=config.data_dir)
         autograd.manual_seed(config.seed)  # model init (and dropout) draw from it
         num_classes = 10 if config.class_conditional else None
-        self.model = model or build_model(config.model, num_classes=num_classes)
+        if model is None:
+            channels = images.shape[1]
+            out_channels = 2 * channels if learns_variance(config.variance_type) else channels
+            model = build_model(config.model, num_classes=num_classes, in_channels=channels,
+                                out_channels=out_channels)
+        self.model = model
         if self.model.config.image_size != images.shape[-1]:
             raise ValueError(f"model {config.model!r} expects {self.model.config.image_size}px "
                              f"images, the data has {images.shape[-1]}px")
@@ -130,6 +149,8 @@ class Trainer:
                                      batch_size=config.batch_size, seed=config.seed,
                                      drop_last=True)
         self.generator = np.random.default_rng(config.seed + 1)  # t, noise, label dropout
+        self.timestep_sampler = (LossSecondMomentResampler(config.num_train_timesteps)
+                                 if config.timestep_sampler == "loss-second-moment" else None)
         self.step = 0
         self.history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
 
@@ -145,30 +166,47 @@ class Trainer:
             cond["class_labels"] = np.where(dropped, 10, labels)
         self.model.train()
         options = dict(prediction_type=config.prediction_type,
-                       loss_weighting=config.loss_weighting, snr_gamma=config.snr_gamma)
+                       loss_weighting=config.loss_weighting, snr_gamma=config.snr_gamma,
+                       variance_type=config.variance_type, vlb_weight=config.vlb_weight)
+        t = weights = None
+        if self.timestep_sampler is not None:
+            t, weights = self.timestep_sampler.sample(len(x0), self.generator)
+        slices = 1 if self.replicas is None else config.batch_slices
+        size = len(x0) // slices
+        # slice i draws its noise (and t) from its own generator, seeded in order here
+        seeds = self.generator.integers(0, 2**63, size=slices) if slices > 1 else None
+        sample_losses: list[np.ndarray | None] = [None] * slices
+
+        def slice_loss(i: int):
+            part = slice(i * size, (i + 1) * size)
+
+            def loss(model):
+                generator = self.generator if seeds is None else np.random.default_rng(seeds[i])
+                terms = training_losses(
+                    model, self.schedule, x0[part], generator, **options,
+                    timesteps=None if t is None else t[part],
+                    timestep_weights=None if weights is None else weights[part],
+                    **{k: v[part] for k, v in cond.items()})
+                sample_losses[i] = terms.per_sample
+                return terms.loss / slices
+
+            return loss
+
         if self.replicas is None:
-            loss = training_loss(self.model, self.schedule, x0, self.generator, **options,
-                                 **cond)
+            loss = slice_loss(0)(self.model)
             self.optimizer.zero_grad()
             loss.backward()
             value = loss.item()
-        else:  # slice i draws t and noise from its own generator, seeded in order here
-            size = len(x0) // config.batch_slices
-            seeds = self.generator.integers(0, 2**63, size=config.batch_slices)
-
-            def slice_loss(i: int):
-                part = slice(i * size, (i + 1) * size)
-                return lambda model: training_loss(
-                    model, self.schedule, x0[part], np.random.default_rng(seeds[i]),
-                    **options, **{k: v[part] for k, v in cond.items()}) / config.batch_slices
-
-            value = sum(self.replicas.backward(
-                [slice_loss(i) for i in range(config.batch_slices)], self.workers))
+        else:
+            value = sum(self.replicas.backward([slice_loss(i) for i in range(slices)],
+                                               self.workers))
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"the loss became {value} at step {self.step + 1}; training stopped and the "
                 "last checkpoint was kept. Try a lower --lr or a smaller --grad-clip."
             )
+        if self.timestep_sampler is not None:
+            self.timestep_sampler.update(t, np.concatenate(sample_losses))
         if config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.parameters, config.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -236,6 +274,8 @@ class Trainer:
             "default_generator": default_generator().bit_generator.state,
             "step": self.step,
             "history": self.history,
+            **({"timestep_sampler": self.timestep_sampler.state_dict()}
+               if self.timestep_sampler is not None else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -246,6 +286,8 @@ class Trainer:
         self.batches.load_state_dict(state["data"])
         self.generator.bit_generator.state = state["generator"]
         default_generator().bit_generator.state = state["default_generator"]
+        if self.timestep_sampler is not None:
+            self.timestep_sampler.load_state_dict(state["timestep_sampler"])
         self.step = int(state["step"])
         self.history = {key: list(values) for key, values in state["history"].items()}
 
@@ -268,20 +310,33 @@ def save_checkpoint(trainer: Trainer, path: Path) -> None:
     autograd.save(trainer.state_dict(), path)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, after checking that it is one."""
+def read_tagged_file(path: str | Path, format_tag: str, description: str,
+                     hint: str) -> dict[str, Any]:
+    """The dict saved at `path` by autograd.save, after checking its "format" entry.
+    Missing: FileNotFoundError "no {description} at {path}: {hint}"; wrong: ValueError."""
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}: train one with `tinydiff train "
-                                "--out DIR` (it writes DIR/ckpt.npz)")
+        raise FileNotFoundError(f"no {description} at {path}: {hint}")
     state = autograd.load(path)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a tinydiff checkpoint")
+    if not isinstance(state, dict) or state.get("format") != format_tag:
+        raise ValueError(f"{path} is not a {description} (format {format_tag!r} expected)")
     return state
 
 
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, after checking that it is one."""
+    return read_tagged_file(path, CHECKPOINT_FORMAT, "tinydiff checkpoint",
+                            "train one with `tinydiff train --out DIR` (it writes DIR/ckpt.npz)")
+
+
+def checkpoint_variance_type(state: dict[str, Any]) -> str:
+    """The variance type a checkpoint's model was trained for (fixed_small before it existed)."""
+    return state["train_config"].get("variance_type", "fixed_small")
+
+
 def load_for_sampling(path: str | Path, use_ema: bool = True):
-    """(model in eval mode holding EMA weights, schedule, prediction_type, checkpoint)."""
+    """(model in eval mode holding EMA weights, schedule, prediction_type, checkpoint);
+    `checkpoint_variance_type(checkpoint)` says what its model outputs."""
     state = read_checkpoint(path)
     model = build_model(state["model_config"])
     model.load_state_dict(state["model"])

@@ -2,7 +2,7 @@
 
 from autograd.nn import functional, init, utils
 from autograd.nn.activation import GELU, ReLU, Sigmoid, SiLU, Softmax, Tanh
-from autograd.nn.attention import MultiheadAttention, SelfAttention2d
+from autograd.nn.attention import CrossAttention2d, MultiheadAttention, SelfAttention2d
 from autograd.nn.container import ModuleDict, ModuleList, Sequential
 from autograd.nn.conv import AvgPool2d, Conv2d, ConvTranspose2d, MaxPool2d, Upsample
 from autograd.nn.dropout import Dropout
@@ -17,5 +17,5 @@ __all__ = [
     "Softmax",
 ]
 __all__ += ["GroupNorm", "LayerNorm", "BatchNorm1d", "BatchNorm2d", "MultiheadAttention",
-            "SelfAttention2d", "Dropout", "Embedding"]
+            "SelfAttention2d", "CrossAttention2d", "Dropout", "Embedding"]
 __all__ += ["Conv2d", "ConvTranspose2d", "Upsample", "AvgPool2d", "MaxPool2d"]

@@ -1,5 +1,6 @@
-"""Attention layers: `MultiheadAttention` (PyTorch's parameter layout) and `SelfAttention2d`,
-the UNet's attention block over the H * W positions of an NCHW feature map."""
+"""Attention layers: `MultiheadAttention` (PyTorch's parameter layout), `SelfAttention2d`,
+the UNet's attention block over the H * W positions of an NCHW feature map, and
+`CrossAttention2d`, where those positions attend to a context sequence instead."""
 
 from __future__ import annotations
 
@@ -136,6 +137,18 @@ class _PointwiseConv(Module):
         return F.linear(rows, self.weight.reshape(self.weight.shape[:2]), self.bias)
 
 
+def _pixel_rows(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N * H * W, C): one row of channels per position."""
+    batch, channels, height, width = x.shape
+    return x.reshape(batch, channels, height * width).transpose(1, 2).reshape(-1, channels)
+
+
+def _feature_map(rows: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """The inverse of `_pixel_rows`: (N * H * W, C) -> (N, C, H, W) of `shape`."""
+    batch, channels, height, width = shape
+    return rows.reshape(batch, height * width, channels).transpose(1, 2).reshape(shape)
+
+
 class SelfAttention2d(Module):
     """The UNet's attention block on x (N, C, H, W), attending over the H * W positions:
 
@@ -162,13 +175,58 @@ class SelfAttention2d(Module):
                              f"{x.shape}")
         batch, channels, height, width = x.shape
         tokens = height * width
-        rows = self.norm(x).reshape(batch, channels, tokens).transpose(1, 2)
-        qkv = self.qkv(rows.reshape(batch * tokens, channels))  # (N * HW, 3C)
+        qkv = self.qkv(_pixel_rows(self.norm(x)))  # (N * HW, 3C)
         q, k, v = (_split_heads(part, batch, tokens, self.num_heads)
                    for part in qkv.chunk(3, dim=1))
         attended = _merge_heads(F.scaled_dot_product_attention(q, k, v))  # (N * HW, C)
-        out = self.proj(attended).reshape(batch, tokens, channels).transpose(1, 2)
-        return x + out.reshape(batch, channels, height, width)
+        return x + _feature_map(self.proj(attended), x.shape)
 
     def extra_repr(self) -> str:
         return f"{self.channels}, num_heads={self.num_heads}"
+
+
+class CrossAttention2d(Module):
+    """Cross-attention from the H * W positions of x (N, C, H, W) to a context sequence
+    (N, L, context_dim), as in latent diffusion (Rombach et al. 2022):
+
+        h = GroupNorm(norm_groups, C)(x);  q = Conv1x1(C, C)(h)
+        k, v = split(Linear(context_dim, 2C)(context))
+        h = softmax(q^T k / sqrt(C / heads)) applied to v, per head
+        return x + Conv1x1(C, C)(h)
+
+    Parameters: norm.weight/bias (C,), q.weight (C, C, 1, 1), q.bias (C,),
+    kv.weight (2C, context_dim), kv.bias (2C,), proj.weight (C, C, 1, 1), proj.bias (C,).
+    Initialised as SelfAttention2d (PyTorch's defaults; the output is not zeroed)."""
+
+    def __init__(self, channels: int, context_dim: int, num_heads: int = 1,
+                 norm_groups: int = 8, dtype=None,
+                 generator: np.random.Generator | None = None) -> None:
+        super().__init__()
+        if channels % num_heads:
+            raise ValueError(f"channels {channels} are not divisible by num_heads {num_heads}")
+        self.channels, self.context_dim, self.num_heads = channels, context_dim, num_heads
+        self.norm = GroupNorm(norm_groups, channels, dtype=dtype)
+        self.q = _PointwiseConv(channels, channels, dtype, generator)
+        self.kv = Linear(context_dim, 2 * channels, dtype=dtype, generator=generator)
+        self.proj = _PointwiseConv(channels, channels, dtype, generator)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1] != self.channels:
+            raise ValueError(f"CrossAttention2d expects input (N, {self.channels}, H, W), got "
+                             f"{x.shape}")
+        context = context if isinstance(context, Tensor) else Tensor(np.asarray(context))
+        if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[1] < 1 or \
+                context.shape[2] != self.context_dim:
+            raise ValueError(f"CrossAttention2d expects context (N={x.shape[0]}, L >= 1, "
+                             f"{self.context_dim}), got {context.shape}")
+        batch, _, height, width = x.shape
+        length = context.shape[1]
+        q = _split_heads(self.q(_pixel_rows(self.norm(x))), batch, height * width,
+                         self.num_heads)
+        kv = self.kv(context.reshape(batch * length, self.context_dim))  # (N * L, 2C)
+        k, v = (_split_heads(part, batch, length, self.num_heads) for part in kv.chunk(2, 1))
+        attended = _merge_heads(F.scaled_dot_product_attention(q, k, v))  # (N * HW, C)
+        return x + _feature_map(self.proj(attended), x.shape)
+
+    def extra_repr(self) -> str:
+        return f"{self.channels}, context_dim={self.context_dim}, num_heads={self.num_heads}"

@@ -12,6 +12,8 @@ from autograd.ops.elementwise import (
     cos,
     div,
     eq,
+    erf,
+    erfc,
     exp,
     ge,
     gelu,
@@ -81,9 +83,10 @@ from autograd.tensor import Tensor
 
 TENSOR_METHODS = {
     "abs": abs, "add": add, "sub": sub, "mul": mul, "div": div, "pow": pow, "neg": neg,
-    "exp": exp, "log": log, "sqrt": sqrt, "rsqrt": rsqrt, "square": square, "sin": sin,
-    "cos": cos, "tanh": tanh, "sigmoid": sigmoid, "relu": relu, "silu": silu,
-    "gelu": gelu, "clamp": clamp, "clip": clip, "maximum": maximum, "minimum": minimum,
+    "exp": exp, "erf": erf, "erfc": erfc, "log": log, "sqrt": sqrt, "rsqrt": rsqrt,
+    "square": square, "sin": sin, "cos": cos, "tanh": tanh, "sigmoid": sigmoid,
+    "relu": relu, "silu": silu, "gelu": gelu, "clamp": clamp, "clip": clip,
+    "maximum": maximum, "minimum": minimum,
     "matmul": matmul, "sum": sum, "mean": mean, "var": var, "std": std, "max": max,
     "min": min, "amax": amax, "amin": amin, "logsumexp": logsumexp, "softmax": softmax,
     "log_softmax": log_softmax, "argmax": argmax, "argmin": argmin, "reshape": reshape,

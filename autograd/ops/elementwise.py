@@ -9,8 +9,7 @@ import numpy as np
 
 from autograd.backend import is_floating
 from autograd.function import Function
-from autograd.kernels import activation
-from autograd.kernels.special import erf
+from autograd.kernels import activation, special
 from autograd.tensor import Tensor, as_array, float32
 
 # ---- operands -----------------------------------------------------------------------------
@@ -236,12 +235,43 @@ class Clamp(Function):
         return grad * inside
 
 
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+class Erf(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return special.erf(a)
+
+    def backward(self, grad):  # d erf(a) = 2 / sqrt(pi) exp(-a^2) da
+        (a,) = self.saved
+        return grad * (_TWO_OVER_SQRT_PI * np.exp(-a * a))
+
+
+class Erfc(Function):
+    def forward(self, a):
+        self.save_for_backward(a)
+        return special.erfc(a)
+
+    def backward(self, grad):  # d erfc(a) = -2 / sqrt(pi) exp(-a^2) da
+        (a,) = self.saved
+        return grad * (-_TWO_OVER_SQRT_PI * np.exp(-a * a))
+
+
 def exp(a: Tensor) -> Tensor:
     return Exp.apply(a)
 
 
 def log(a: Tensor) -> Tensor:
     return Log.apply(a)
+
+
+def erf(a: Tensor) -> Tensor:
+    return Erf.apply(a)
+
+
+def erfc(a: Tensor) -> Tensor:
+    return Erfc.apply(a)
 
 
 def sqrt(a: Tensor) -> Tensor:
@@ -338,7 +368,7 @@ class GELU(Function):
         self.save_for_backward(a)
         if self.approximate == "tanh":  # 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
             return 0.5 * a * (1 + np.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a**3)))
-        return 0.5 * a * (1 + erf(a / _SQRT_2))  # a Phi(a)
+        return 0.5 * a * (1 + special.erf(a / _SQRT_2))  # a Phi(a)
 
     def backward(self, grad):
         (a,) = self.saved
@@ -347,7 +377,7 @@ class GELU(Function):
             t = np.tanh(inner)
             d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
             return grad * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * d_inner)
-        cdf = 0.5 * (1 + erf(a / _SQRT_2))
+        cdf = 0.5 * (1 + special.erf(a / _SQRT_2))
         pdf = _INV_SQRT_2PI * np.exp(-0.5 * a * a)
         return grad * (cdf + a * pdf)  # d (a Phi(a)) = (Phi(a) + a phi(a)) da
 
