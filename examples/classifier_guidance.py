@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> Path:
         rows[f"{method} {name}={scale:g}"] = samples[:10]
     lines.append(f"reference MNIST-FID of {args.n} training images vs the test set: "
                  f"{reference:.2f}; wall s: sampling time of the setting "
-                 f"({autograd.get_num_threads()} threads; a shared scale-0 row is timed once)")
+                 f"(threads: {autograd.get_num_threads()}; a shared scale-0 row is timed once)")
     table = "\n".join(lines)
     print(table)
     if args.table:

@@ -26,16 +26,17 @@ from matplotlib.figure import Figure
 import autograd
 from autograd.nn.parallel import sliced_forward
 from tinydiff.data import load_mnist
-from tinydiff.diffusion import p_log_variance, q_sample, split_model_output
+from tinydiff.diffusion import q_sample, split_model_output
 from tinydiff.eval import evaluate_samples, nll_bits_per_dim
 from tinydiff.plots import image_grid
 from tinydiff.samplers import class_guidance, sample
 from tinydiff.training import checkpoint_variance_type, load_for_sampling
 
 
-def learned_log_variance_curve(model, schedule, images: np.ndarray, timesteps: np.ndarray,
-                               seed: int = 0) -> np.ndarray:
-    """Mean over pixels and images of the learned log Sigma_t at each of `timesteps`."""
+def learned_interpolation_curve(model, schedule, images: np.ndarray, timesteps: np.ndarray,
+                                seed: int = 0) -> np.ndarray:
+    """Mean over pixels and images of the learned interpolation weight frac = (v + 1) / 2 at
+    each of `timesteps` (0: Sigma = beta tilde, 1: Sigma = beta), on noised `images`."""
     generator = np.random.default_rng(seed)
     curve = []
     for step in timesteps:
@@ -45,8 +46,7 @@ def learned_log_variance_curve(model, schedule, images: np.ndarray, timesteps: n
         with autograd.no_grad():
             output = np.asarray(model(x_t, t), dtype=np.float64)
         _, values = split_model_output(output, images, "learned_range")
-        curve.append(float(np.mean(p_log_variance(schedule, "learned_range", t, images,
-                                                  values))))
+        curve.append(float(np.mean((values + 1.0) / 2.0)))
     return np.asarray(curve)
 
 
@@ -118,23 +118,30 @@ def main(argv: list[str] | None = None) -> Path:
 
     model, schedule = loaded["learned"][0], loaded["learned"][1]
     timesteps = np.unique(np.linspace(0, schedule.num_train_timesteps - 1, 40).astype(int))
-    curve = learned_log_variance_curve(model, schedule, test_images[:8], timesteps, args.seed)
+    curve = learned_interpolation_curve(model, schedule, test_images[:8], timesteps,
+                                        args.seed)
+    print("learned frac (0: beta tilde, 1: beta) at t = " + ", ".join(
+        f"{t}: {value:.2f}" for t, value in list(zip(timesteps, curve))[::4]))
     return plot_figure(schedule, timesteps, curve, rows, args.out)
 
 
 def plot_figure(schedule, timesteps: np.ndarray, curve: np.ndarray,
                 rows: dict[str, np.ndarray], path: Path) -> Path:
-    """Left: log beta, log beta tilde and the learned log Sigma_t; right: sample rows."""
+    """Left: the learned interpolation weight against t, with log(beta / beta tilde), the
+    room it has; right: one row of samples per setting."""
     figure = Figure(figsize=(13, 1.1 * len(rows) + 1.5), layout="constrained")
     left, right = figure.subplots(1, 2, width_ratios=[1, 1.6])
-    every = np.arange(schedule.num_train_timesteps)
-    left.plot(every, np.log(schedule.betas), label="log beta (fixed_large)")
-    left.plot(every, schedule.posterior_log_variance_clipped,
-              label="log beta tilde (fixed_small)")
-    left.plot(timesteps, curve, "o", markersize=3, label="learned log Sigma (mean)")
+    left.plot(timesteps, curve, "o-", markersize=3, label="learned frac (mean over pixels)")
+    for bound in (0.0, 1.0):  # v in [-1, 1]: between beta tilde and beta; outside: beyond them
+        left.axhline(bound, color="black", linewidth=0.5, linestyle="--")
     left.set_xlabel("t")
-    left.set_ylabel("log variance")
-    left.legend(fontsize=8)
+    left.set_ylabel("frac: 0 = beta tilde, 1 = beta")
+    room = left.twinx()
+    every = np.arange(1, schedule.num_train_timesteps)
+    room.semilogy(every, np.log(schedule.betas[every]) - schedule.posterior_log_variance_clipped[
+        every], color="gray", linewidth=1, label="log(beta / beta tilde)")
+    room.set_ylabel("log(beta / beta tilde)", color="gray")
+    left.legend(fontsize=8, loc="upper center")
     count = min(len(images) for images in rows.values())  # equal rows: the shortest's length
     tiles = [image_grid(images[:count], nrow=count) for images in rows.values()]
     right.imshow(np.concatenate(tiles, axis=0), cmap="gray")

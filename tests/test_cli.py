@@ -33,7 +33,7 @@ def test_train_then_sample(tmp_path, capsys):
 
 def test_clear_errors(tmp_path, capsys):
     assert main(["sample", "--ckpt", str(tmp_path / "none.npz")]) == 1
-    assert "no checkpoint" in capsys.readouterr().err
+    assert "no tinydiff checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--out", str(tmp_path), "--steps", "-3"])
     assert exit_info.value.code == 2
