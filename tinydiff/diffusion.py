@@ -465,10 +465,15 @@ def vlb_terms(schedule: NoiseSchedule, x0: np.ndarray, x_t: np.ndarray, t: np.nd
     KL(q(x_{t-1} | x_t, x0) || p). Float64 arrays (N, ...); `log_variance` broadcasts against
     them and may be a Tensor, and then so is the result (differentiable in it)."""
     model_mean, _, _ = q_posterior(schedule, pred_x0, x_t, t)
-    true_mean, _, true_log_variance = q_posterior(schedule, x0, x_t, t)
-    kl = _mean_over_dims(normal_kl(true_mean, true_log_variance, model_mean, log_variance))
-    nll = -_mean_over_dims(discretized_gaussian_log_likelihood(x0, model_mean,
-                                                               0.5 * log_variance))
+    nll = kl = None  # each computed only if some sample needs it (the bound's loop: one t)
+    if np.any(t == 0):
+        nll = -_mean_over_dims(discretized_gaussian_log_likelihood(x0, model_mean,
+                                                                   0.5 * log_variance))
+    if np.any(t > 0):
+        true_mean, _, true_log_variance = q_posterior(schedule, x0, x_t, t)
+        kl = _mean_over_dims(normal_kl(true_mean, true_log_variance, model_mean, log_variance))
+    if kl is None or nll is None:
+        return (nll if kl is None else kl) / math.log(2.0)
     if isinstance(kl, Tensor):
         return autograd.where(t == 0, nll, kl) / math.log(2.0)
     return np.where(t == 0, nll, kl) / math.log(2.0)
