@@ -1,5 +1,9 @@
 """Tensor factories: tensor, zeros, ones, full, arange, linspace, eye and the random ones,
-which draw from a `numpy.random.Generator` (`generator=`, else the seeded default)."""
+which draw from a `numpy.random.Generator` (`generator=`, else the seeded default).
+
+Every factory takes `device=` ("cpu", "cuda", "cuda:N"). Random values are drawn on the
+host and then moved, so one seed gives the same tensor on every device.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from autograd.backend import Device, array_module, on_device, to_device
 from autograd.random import resolve
 from autograd.tensor import Tensor, as_array, default_dtype
 
@@ -17,9 +22,22 @@ def _size(size) -> tuple[int, ...]:
     return tuple(size)
 
 
-def tensor(data: Any, dtype=None, requires_grad: bool = False) -> Tensor:
-    """A new tensor holding a copy of `data` (as `torch.tensor`)."""
-    return Tensor(np.array(as_array(data, dtype), copy=True), requires_grad=requires_grad)
+def _made_on(device: str | Device | None, make, requires_grad: bool = False) -> Tensor:
+    """A tensor of `make(xp)`, made directly on `device` with its array module."""
+    target = "cpu" if device is None else device
+    with on_device(target):
+        return Tensor(make(array_module(target)), requires_grad=requires_grad)
+
+
+def tensor(data: Any, dtype=None, device: str | Device | None = None,
+           requires_grad: bool = False) -> Tensor:
+    """A new tensor holding a copy of `data` (as `torch.tensor`), on `device` (default:
+    where `data` is, the CPU for Python values)."""
+    array = as_array(data, dtype)
+    copy = array.copy() if device is None else to_device(array, device)
+    if copy is array:  # already on `device`: still a copy
+        copy = array.copy()
+    return Tensor(copy, requires_grad=requires_grad)
 
 
 def from_numpy(array: np.ndarray) -> Tensor:
@@ -27,61 +45,78 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return Tensor(array)
 
 
-def zeros(*size, dtype=None, requires_grad: bool = False) -> Tensor:
-    return Tensor(np.zeros(_size(size), dtype or default_dtype), requires_grad=requires_grad)
+def zeros(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _made_on(device, lambda xp: xp.zeros(_size(size), dtype or default_dtype),
+                    requires_grad)
 
 
-def ones(*size, dtype=None, requires_grad: bool = False) -> Tensor:
-    return Tensor(np.ones(_size(size), dtype or default_dtype), requires_grad=requires_grad)
+def ones(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return _made_on(device, lambda xp: xp.ones(_size(size), dtype or default_dtype),
+                    requires_grad)
 
 
-def full(size, fill_value: float, dtype=None, requires_grad: bool = False) -> Tensor:
-    array = np.full(tuple(size), fill_value, dtype or default_dtype)
-    return Tensor(array, requires_grad=requires_grad)
+def full(size, fill_value: float, dtype=None, device=None,
+         requires_grad: bool = False) -> Tensor:
+    return _made_on(device, lambda xp: xp.full(tuple(size), fill_value,
+                                                dtype or default_dtype), requires_grad)
 
 
-def zeros_like(other: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
-    return zeros(other.shape, dtype=dtype or other.dtype, requires_grad=requires_grad)
+def zeros_like(other: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return zeros(other.shape, dtype=dtype or other.dtype, device=device or other.device,
+                 requires_grad=requires_grad)
 
 
-def ones_like(other: Tensor, dtype=None, requires_grad: bool = False) -> Tensor:
-    return ones(other.shape, dtype=dtype or other.dtype, requires_grad=requires_grad)
+def ones_like(other: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    return ones(other.shape, dtype=dtype or other.dtype, device=device or other.device,
+                requires_grad=requires_grad)
 
 
-def arange(start, end=None, step=1, dtype=None, requires_grad: bool = False) -> Tensor:
+def arange(start, end=None, step=1, dtype=None, device=None,
+           requires_grad: bool = False) -> Tensor:
     """Integers give int64, any float gives float32 (as PyTorch)."""
     if end is None:
         start, end = 0, start
     if dtype is None:
         all_ints = all(isinstance(v, (int, np.integer)) for v in (start, end, step))
         dtype = np.int64 if all_ints else default_dtype
-    return Tensor(np.arange(start, end, step, dtype=dtype), requires_grad=requires_grad)
+    return _made_on(device, lambda xp: xp.arange(start, end, step, dtype=dtype),
+                    requires_grad)
 
 
-def linspace(start: float, end: float, steps: int, dtype=None) -> Tensor:
-    return Tensor(np.linspace(start, end, steps, dtype=dtype or default_dtype))
+def linspace(start: float, end: float, steps: int, dtype=None, device=None) -> Tensor:
+    return _made_on(device, lambda xp: xp.linspace(start, end, steps,
+                                                    dtype=dtype or default_dtype))
 
 
-def eye(n: int, m: int | None = None, dtype=None) -> Tensor:
-    return Tensor(np.eye(n, m, dtype=dtype or default_dtype))
+def eye(n: int, m: int | None = None, dtype=None, device=None) -> Tensor:
+    return _made_on(device, lambda xp: xp.eye(n, m, dtype=dtype or default_dtype))
 
 
-def randn(*size, generator=None, dtype=None, requires_grad: bool = False) -> Tensor:
+def _drawn(values: np.ndarray, device, requires_grad: bool) -> Tensor:
+    return Tensor(values if device is None else to_device(values, device),
+                  requires_grad=requires_grad)
+
+
+def randn(*size, generator=None, dtype=None, device=None,
+          requires_grad: bool = False) -> Tensor:
     """Standard normal samples."""
-    array = resolve(generator).standard_normal(_size(size)).astype(dtype or default_dtype)
-    return Tensor(array, requires_grad=requires_grad)
+    values = resolve(generator).standard_normal(_size(size)).astype(dtype or default_dtype)
+    return _drawn(values, device, requires_grad)
 
 
-def rand(*size, generator=None, dtype=None, requires_grad: bool = False) -> Tensor:
+def rand(*size, generator=None, dtype=None, device=None,
+         requires_grad: bool = False) -> Tensor:
     """Uniform samples in [0, 1)."""
-    array = resolve(generator).random(_size(size)).astype(dtype or default_dtype)
-    return Tensor(array, requires_grad=requires_grad)
+    values = resolve(generator).random(_size(size)).astype(dtype or default_dtype)
+    return _drawn(values, device, requires_grad)
 
 
-def randint(low: int, high: int, size, generator=None) -> Tensor:
+def randint(low: int, high: int, size, generator=None, device=None) -> Tensor:
     """Integers in [low, high), int64."""
-    return Tensor(resolve(generator).integers(low, high, size=tuple(size), dtype=np.int64))
+    values = resolve(generator).integers(low, high, size=tuple(size), dtype=np.int64)
+    return _drawn(values, device, False)
 
 
-def randn_like(other: Tensor, generator=None, dtype=None) -> Tensor:
-    return randn(other.shape, generator=generator, dtype=dtype or other.dtype)
+def randn_like(other: Tensor, generator=None, dtype=None, device=None) -> Tensor:
+    return randn(other.shape, generator=generator, dtype=dtype or other.dtype,
+                 device=device or other.device)

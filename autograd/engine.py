@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from autograd.backend import get_array_module
+from autograd.backend import device_of, get_array_module
 from autograd.function import AccumulateGrad, Function, sum_to_shape
 
 if TYPE_CHECKING:
@@ -32,8 +32,11 @@ def topological_order(root) -> list:
 
 def _fit_to_input(node: Function, index: int, grad):
     """Bring an op's gradient for input `index` to that input's shape and dtype."""
-    shape, dtype = node.input_meta[index]
-    grad = sum_to_shape(get_array_module(grad).asarray(grad), shape)
+    shape, dtype, xp = node.input_meta[index]
+    if get_array_module(grad) is not xp:
+        raise RuntimeError(f"{node.name}.backward returned a gradient on {device_of(grad)} "
+                           f"for input {index}, whose array is a {xp.__name__} array")
+    grad = sum_to_shape(xp.asarray(grad), shape)
     if grad.dtype != dtype:
         grad = grad.astype(dtype)
     if grad.shape != shape:

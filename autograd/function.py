@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from autograd.backend import get_array_module
+import numpy as np
+
+from autograd.backend import device_of, get_array_module
 from autograd.grad_mode import is_grad_enabled
 
 if TYPE_CHECKING:
@@ -49,13 +51,18 @@ class Function:
         from autograd.tensor import Tensor
 
         fn = cls(**params)
+        arrays = tuple(t.data for t in inputs)
+        if len(arrays) > 1:
+            check_same_device(fn.name, arrays)
         record = is_grad_enabled() and any(t.requires_grad for t in inputs)
         fn.needs_input_grad = tuple(record and t.requires_grad for t in inputs)
         try:
-            result = fn.forward(*(t.data for t in inputs))
+            result = fn.forward(*arrays)
         except ValueError as error:  # name the shapes involved (broadcasting, reshapes...)
             shapes = ", ".join(str(t.shape) for t in inputs)
             raise ValueError(f"{fn.name} on shapes {shapes}: {error}") from None
+        if isinstance(result, np.generic):  # NumPy reductions give scalars, not 0-d arrays
+            result = np.asarray(result)
         output = Tensor._wrap(result, requires_grad=record)
         if cls.is_view:
             output._version_counter = inputs[0]._version_counter
@@ -69,7 +76,8 @@ class Function:
 
     def _connect(self, inputs: tuple[Tensor, ...], output: Tensor) -> None:
         self.parents = tuple(t._grad_node() for t in inputs)
-        self.input_meta = tuple((t.data.shape, t.data.dtype) for t in inputs)
+        self.input_meta = tuple((t.data.shape, t.data.dtype, get_array_module(t.data))
+                                for t in inputs)
         owners = {id(t.data): t for t in (*inputs, output)}
         self.saved_versions = [
             (owners[id(array)], owners[id(array)]._version_counter.value)
@@ -114,6 +122,20 @@ class AccumulateGrad:
 
     def __repr__(self) -> str:
         return f"<AccumulateGrad shape={self.tensor.shape}>"
+
+
+def check_same_device(op: str, arrays) -> None:
+    """Raise, naming both devices, unless all arrays live on one device."""
+    first = type(arrays[0])
+    if first is np.ndarray and all(type(a) is first for a in arrays):
+        return
+    devices = []
+    for a in arrays:
+        if str(device_of(a)) not in devices:
+            devices.append(str(device_of(a)))
+    if len(devices) > 1:
+        raise RuntimeError(f"{op}: expected all tensors on one device, found {devices[0]} "
+                           f"and {devices[1]}: move them with .to(device) first")
 
 
 def sum_to_shape(grad, shape: tuple[int, ...]):

@@ -4,6 +4,10 @@
 d<v, f(x)>/dx element by element (2 forward passes per input element, one backward).
 `gradcheck_directional` checks big ops with two forward passes whatever their size: for
 random directions u, <grad, u> against (f(x + h u) - f(x - h u)) / 2h (Chainer's check).
+
+Inputs may live on any device: the function runs, and is perturbed, on the inputs' device;
+the random upstream gradients and directions are drawn on the host (so a seed checks the
+same thing everywhere) and the gradients are compared on the host.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from autograd.backend import CPU, to_device
 from autograd.grad_mode import enable_grad, no_grad
 from autograd.tensor import Tensor
 
@@ -46,12 +51,13 @@ def _analytic(fn: Callable, inputs: list, upstreams: list[np.ndarray] | None, rn
     total = None
     for out, v in zip(outputs, upstreams):
         if out.requires_grad:
-            term = (out * Tensor(v.astype(out.dtype))).sum()
+            term = (out * Tensor(v.astype(out.dtype), device=out.device)).sum()
             total = term if total is None else total + term
     if total is not None:
         total.backward()
     grads = [
-        (leaf.grad.data if leaf.grad is not None else np.zeros(leaf.shape)) if _needs(x) else None
+        (to_device(leaf.grad.data, CPU) if leaf.grad is not None else np.zeros(leaf.shape))
+        if _needs(x) else None
         for x, leaf in zip(inputs, leaves)
     ]
     return grads, upstreams
@@ -64,7 +70,8 @@ def _needs(x) -> bool:
 def _objective(fn: Callable, inputs: list, upstreams: list[np.ndarray]) -> float:
     with no_grad():
         outputs = _as_outputs(fn(*inputs))
-    return float(sum(np.sum(out.data * v) for out, v in zip(outputs, upstreams)))
+    return float(sum((out.data * to_device(v, out.device)).sum()
+                     for out, v in zip(outputs, upstreams)))
 
 
 def _report(i, index, analytic, numeric, what="") -> GradcheckError:
@@ -96,16 +103,16 @@ def gradcheck(
             continue
         probe = x.detach().clone()
         flat = probe.data.reshape(-1)  # probe is contiguous: this writes through
+        values = to_device(flat, CPU).copy()  # the originals, as host numbers
         numeric = np.empty(flat.size)
         trial = list(inputs)
         trial[i] = probe
         for k in range(flat.size):
-            original = flat[k]
-            flat[k] = original + eps
+            flat[k] = values[k] + eps
             plus = _objective(fn, trial, upstreams)
-            flat[k] = original - eps
+            flat[k] = values[k] - eps
             minus = _objective(fn, trial, upstreams)
-            flat[k] = original
+            flat[k] = values[k]
             numeric[k] = (plus - minus) / (2 * eps)
         numeric = numeric.reshape(x.shape)
         excess = np.abs(analytic[i] - numeric) - (atol + rtol * np.abs(numeric))
@@ -137,8 +144,12 @@ def gradcheck_directional(
                  for x, g in zip(inputs, analytic)]
         predicted = sum(float(np.sum(g * u)) for g, u in zip(analytic, steps) if g is not None)
 
-        plus = [Tensor(x.data + eps * u) if u is not None else x for x, u in zip(inputs, steps)]
-        minus = [Tensor(x.data - eps * u) if u is not None else x for x, u in zip(inputs, steps)]
+        steps_there = [to_device(u, x.device) if u is not None else None
+                       for x, u in zip(inputs, steps)]
+        plus = [Tensor(x.data + eps * u) if u is not None else x
+                for x, u in zip(inputs, steps_there)]
+        minus = [Tensor(x.data - eps * u) if u is not None else x
+                 for x, u in zip(inputs, steps_there)]
         numeric = (_objective(fn, plus, upstreams) - _objective(fn, minus, upstreams)) / (2 * eps)
         if not abs(predicted - numeric) <= atol + rtol * abs(numeric):
             raise _report("s", f"direction {d}", predicted, numeric, " (directional)")

@@ -1,9 +1,13 @@
 """The default random generator: every random draw in the library goes through a
-`numpy.random.Generator`, either one passed as `generator=` or this seeded default."""
+`numpy.random.Generator`, either one passed as `generator=` or this seeded default. Draws
+are made on the host and then moved to the device that needs them, so one seed gives the
+same numbers on every device."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from autograd.backend import Device, to_device
 
 _default = np.random.default_rng(0)
 
@@ -31,12 +35,16 @@ def resolve(generator: np.random.Generator | None) -> np.random.Generator:
 
 
 def dropout_keep_mask(shape: tuple[int, ...], p: float, dtype,
-                      generator: np.random.Generator | None = None) -> np.ndarray:
-    """An array of `shape` that is 1 / (1 - p) where an element is kept (probability
-    1 - p) and 0 where it is dropped; all zeros for p = 1."""
+                      generator: np.random.Generator | None = None,
+                      device: str | Device = "cpu"):
+    """An array of `shape` on `device` that is 1 / (1 - p) where an element is kept
+    (probability 1 - p) and 0 where it is dropped; all zeros for p = 1. Drawn on the host
+    (float32 uniforms from the generator), then moved."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if p == 1.0:
-        return np.zeros(shape, dtype)
-    keep = resolve(generator).random(shape, dtype=np.float32) >= p
-    return keep.astype(dtype) * np.asarray(1.0 / (1.0 - p), dtype)
+        mask = np.zeros(shape, dtype)
+    else:
+        keep = resolve(generator).random(shape, dtype=np.float32) >= p
+        mask = np.asarray(keep.astype(dtype) * np.asarray(1.0 / (1.0 - p), dtype))
+    return to_device(mask, device)

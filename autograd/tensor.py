@@ -1,8 +1,9 @@
 """`Tensor`: an n-dimensional array that remembers the op that made it.
 
-The array lives in `.data` (a NumPy array); `grad_fn` is the op that produced it (None for
-leaves); `.grad` receives d(output)/d(tensor) from `backward()`. Every differentiable method
-is a `Function` from `autograd.ops`.
+The array lives in `.data`: a NumPy array on device "cpu", a CuPy array on "cuda"
+(`.device` says which; `.to(device)` moves it). `grad_fn` is the op that produced it (None
+for leaves); `.grad` receives d(output)/d(tensor) from `backward()`. Every differentiable
+method is a `Function` from `autograd.ops`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,16 @@ from typing import Any
 
 import numpy as np
 
-from autograd.backend import is_floating
+from autograd.backend import (
+    CPU,
+    Device,
+    cuda_module,
+    device_of,
+    get_array_module,
+    is_cupy_array,
+    is_floating,
+    to_device,
+)
 from autograd.function import AccumulateGrad
 from autograd.grad_mode import is_grad_enabled
 
@@ -32,19 +42,27 @@ class _VersionCounter:
         self.value = 0
 
 
-def as_array(data: Any, dtype=None) -> np.ndarray:
+def as_array(data: Any, dtype=None, device: str | Device | None = None):
     """The array a Tensor holds for `data`: Python numbers and lists become float32 (or
-    `dtype`); NumPy arrays keep their dtype unless `dtype` is given, sharing memory when
-    they can."""
+    `dtype`); NumPy and CuPy arrays keep their dtype unless `dtype` is given, sharing memory
+    when they can. `device` moves the result there (None: it stays where it is)."""
     if isinstance(data, Tensor):
         data = data.data
-    if isinstance(data, (np.ndarray, np.generic)):
-        array = np.asarray(data) if dtype is None else np.asarray(data, dtype=dtype)
+    if is_cupy_array(data):
+        cuda_module()  # registers CuPy's array type (or says why the GPU is unusable)
+    xp = get_array_module(data)
+    if xp is not np or isinstance(data, (np.ndarray, np.generic)):
+        array = xp.asarray(data) if dtype is None else xp.asarray(data, dtype=dtype)
     else:
         array = np.asarray(data, dtype=default_dtype if dtype is None else dtype)
     if array.dtype.kind not in "fiub":
         raise TypeError(f"cannot make a tensor of dtype {array.dtype} (from {type(data)})")
-    return array
+    return array if device is None else to_device(array, device)
+
+
+def host_copy_error(tensor_device: Device, what: str) -> TypeError:
+    return TypeError(f"cannot {what} a tensor on {tensor_device}: copy it to the host first "
+                     "with .cpu()")
 
 
 class Tensor:
@@ -55,8 +73,9 @@ class Tensor:
                  "_accumulator", "__weakref__")
     __array_ufunc__ = None  # numpy defers binary ops (ndarray * Tensor) to Tensor
 
-    def __init__(self, data: Any, requires_grad: bool = False, dtype=None) -> None:
-        self._data = as_array(data, dtype)
+    def __init__(self, data: Any, requires_grad: bool = False, dtype=None,
+                 device: str | Device | None = None) -> None:
+        self._data = as_array(data, dtype, device)
         self.grad: Tensor | None = None
         self.grad_fn = None
         self._version_counter = _VersionCounter()
@@ -79,7 +98,7 @@ class Tensor:
     # ---- properties ---------------------------------------------------------------------
 
     @property
-    def data(self) -> np.ndarray:
+    def data(self):
         """The underlying array. Writing into it bypasses autograd's checks."""
         return self._data
 
@@ -116,8 +135,12 @@ class Tensor:
         return self._data.ndim
 
     @property
-    def device(self) -> str:
-        return "cpu"
+    def device(self) -> Device:
+        return CPU if isinstance(self._data, np.ndarray) else device_of(self._data)
+
+    @property
+    def is_cuda(self) -> bool:
+        return self.device.type == "cuda"
 
     @property
     def is_leaf(self) -> bool:
@@ -174,9 +197,9 @@ class Tensor:
                     "grad can be implicitly created only for scalar outputs; this tensor has "
                     f"shape {self.shape}: pass backward(gradient) of that shape"
                 )
-            grad = np.ones_like(self._data)
+            grad = get_array_module(self._data).ones_like(self._data)
         else:
-            grad = as_array(gradient, self.dtype)
+            grad = as_array(gradient, self.dtype, self.device)
             if grad.shape != self.shape:
                 raise RuntimeError(
                     f"backward gradient has shape {grad.shape}, expected the tensor's shape "
@@ -201,10 +224,18 @@ class Tensor:
 
     # ---- conversion ---------------------------------------------------------------------
 
-    def numpy(self) -> np.ndarray:
+    def numpy(self, force: bool = False) -> np.ndarray:
+        """The NumPy array (shared memory) of a CPU tensor; `force=True` also copies a GPU
+        tensor to the host (as PyTorch)."""
+        if self.device != CPU:
+            if not force:
+                raise host_copy_error(self.device, "convert to NumPy")
+            return to_device(self._data, CPU)
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        if self.device != CPU:
+            raise host_copy_error(self.device, "convert to NumPy")
         return self._data if dtype is None else self._data.astype(dtype)
 
     def item(self) -> float | int | bool:
@@ -215,11 +246,31 @@ class Tensor:
     def tolist(self):
         return self._data.tolist()
 
-    def to(self, dtype) -> Tensor:
-        """Cast to `dtype` (differentiable). Device moves arrive with the GPU backend."""
-        if isinstance(dtype, str) and dtype == "cpu":
-            return self
-        return ops.cast(self, dtype)
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __format__(self, spec: str) -> str:
+        return format(self.item(), spec) if self._data.size == 1 and spec else repr(self)
+
+    def to(self, *args, **kwargs) -> Tensor:
+        """`to(device)`, `to(dtype)`, `to(device, dtype)` or `to(other)` (other's device and
+        dtype), also as keywords, as PyTorch; differentiable. Returns self when nothing
+        changes, else a copy on the new device / in the new dtype."""
+        target, dtype = _parse_to(args, kwargs)
+        out = self if dtype is None else ops.cast(self, dtype)
+        return out if target is None else ops.move_to(out, target)
+
+    def cpu(self) -> Tensor:
+        return self.to(CPU)
+
+    def cuda(self, device: int | str | Device | None = None) -> Tensor:
+        """This tensor on the GPU ("cuda:0", or the GPU `device` names)."""
+        index = device if isinstance(device, int) else None
+        return self.to(Device("cuda", index) if device is None or index is not None
+                       else device)
 
     def float(self) -> Tensor:
         return self.to(float32)
@@ -251,24 +302,37 @@ class Tensor:
         self._version_counter.value += 1
         return self._data
 
-    def _inplace(self, fn, other=None) -> Tensor:
-        other = other.data if isinstance(other, Tensor) else other
+    def _operand(self, value, any_device: bool = False):
+        """A tensor, array or number as the operand of an in-place update of this tensor:
+        its array on this tensor's device. Tensors must already be there unless
+        `any_device` (copy_ reads from anywhere); arrays are constants and are moved."""
+        if isinstance(value, Tensor):
+            if not any_device and value.device != self.device:
+                raise RuntimeError(f"in-place update of a tensor on {self.device} with a "
+                                   f"tensor on {value.device}: move it with .to(device)")
+            value = value.data
+        if isinstance(value, np.ndarray) or is_cupy_array(value):
+            return to_device(value, self.device)
+        return value
+
+    def _inplace(self, name: str, other) -> Tensor:
+        other = self._operand(other)
         data = self._begin_inplace()
-        fn(data, other, out=data, casting="same_kind")
+        getattr(get_array_module(data), name)(data, other, out=data, casting="same_kind")
         return self
 
     def add_(self, other, alpha: float = 1.0) -> Tensor:
-        other = other.data if isinstance(other, Tensor) else other
-        return self._inplace(np.add, other if alpha == 1.0 else alpha * np.asarray(other))
+        other = self._operand(other)
+        return self._inplace("add", other if alpha == 1.0 else other * alpha)
 
     def sub_(self, other) -> Tensor:
-        return self._inplace(np.subtract, other)
+        return self._inplace("subtract", other)
 
     def mul_(self, other) -> Tensor:
-        return self._inplace(np.multiply, other)
+        return self._inplace("multiply", other)
 
     def div_(self, other) -> Tensor:
-        return self._inplace(np.divide, other)
+        return self._inplace("divide", other)
 
     def zero_(self) -> Tensor:
         self._begin_inplace()[...] = 0
@@ -279,32 +343,36 @@ class Tensor:
         return self
 
     def copy_(self, source) -> Tensor:
-        source = source.data if isinstance(source, Tensor) else source
-        np.copyto(self._begin_inplace(), source, casting="same_kind")
+        """Copy `source` (a tensor on any device, an array or a number) into this tensor."""
+        source = self._operand(source, any_device=True)
+        data = self._begin_inplace()
+        get_array_module(data).copyto(data, source, casting="same_kind")
         return self
 
     def clamp_(self, min=None, max=None) -> Tensor:
         data = self._begin_inplace()
-        np.clip(data, min, max, out=data)
+        get_array_module(data).clip(data, min, max, out=data)
         return self
 
     def uniform_(self, low: float = 0.0, high: float = 1.0, generator=None) -> Tensor:
+        """Fill with U(low, high) samples, drawn on the host from `generator` (so a seed
+        gives the same values on every device)."""
         from autograd.random import resolve
 
-        data = self._begin_inplace()
-        data[...] = resolve(generator).uniform(low, high, size=data.shape)
-        return self
+        values = resolve(generator).uniform(low, high, size=self.shape).astype(self.dtype)
+        return self.copy_(values)
 
     def normal_(self, mean: float = 0.0, std: float = 1.0, generator=None) -> Tensor:
+        """Fill with N(mean, std^2) samples, drawn on the host from `generator`."""
         from autograd.random import resolve
 
-        data = self._begin_inplace()
-        data[...] = resolve(generator).normal(mean, std, size=data.shape)
-        return self
+        values = resolve(generator).normal(mean, std, size=self.shape).astype(self.dtype)
+        return self.copy_(values)
 
     def __setitem__(self, index, value) -> None:
-        value = value.data if isinstance(value, Tensor) else value
-        self._begin_inplace()[ops.index_key(index)] = value
+        value = self._operand(value)
+        data = self._begin_inplace()
+        data[ops.index_key(index, data)] = value
 
     def _inplace_or_rebind(self, method, fn, other) -> Tensor:
         # `x += y` updates x in place when autograd is not recording x; when it is, it
@@ -418,8 +486,10 @@ class Tensor:
         return (self[i] for i in range(self.shape[0]))
 
     def __repr__(self) -> str:
-        body = np.array2string(self._data, separator=", ", prefix="tensor(")
+        body = np.array2string(to_device(self._data, CPU), separator=", ", prefix="tensor(")
         extras = []
+        if self.device != CPU:
+            extras.append(f"device='{self.device}'")
         if self.dtype != float32:
             extras.append(f"dtype={self.dtype}")
         if self.grad_fn is not None:
@@ -427,6 +497,23 @@ class Tensor:
         elif self._requires_grad:
             extras.append("requires_grad=True")
         return "tensor(" + ", ".join([body, *extras]) + ")"
+
+
+def _parse_to(args: tuple, kwargs: dict) -> tuple[Device | None, np.dtype | None]:
+    """(device, dtype) from Tensor.to's arguments; None where one is not given."""
+    unknown = set(kwargs) - {"device", "dtype", "non_blocking", "copy"}
+    if unknown or len(args) > 2:
+        raise TypeError(f"to() takes a device, a dtype or a tensor, got {args} {kwargs}")
+    target, dtype = kwargs.get("device"), kwargs.get("dtype")
+    for arg in args:
+        if isinstance(arg, Tensor):
+            target, dtype = arg.device, arg.dtype
+        elif isinstance(arg, (str, Device)):
+            target = arg
+        else:
+            dtype = arg
+    return (None if target is None else Device(target),
+            None if dtype is None else np.dtype(dtype))
 
 
 # The methods above call ops through this module; the ops import Tensor, so the import

@@ -1,11 +1,15 @@
 """Time the mnist-tiny layers (batch 64, 28/14/7 px) against NumPy's own matmul rate.
 
-    python benchmarks/bench_layers.py [--threads N] [--repeats R] [--batch B] [--filter S]
+    python benchmarks/bench_layers.py [--threads N] [--repeats R] [--filter S]
+                                      [--device cuda] [--no-kernels]
 
 Prints, per case: forward and forward+backward time (median of R), the achieved GFLOP/s
 and that as a fraction of the float32 matmul rate NumPy reaches in the same run, and the
 bytes the graph holds after one forward (saved activations); then each compiled kernel's
-speedup over its plain-NumPy reference.
+speedup over its plain-NumPy reference. With `--device cuda` every case runs on the GPU
+(its leaves moved there after setup), each call timed to the device's completion, the rate
+measured against CuPy's matmul, and the kernel table compares the CUDA kernels with the
+references on CuPy arrays.
 
 Case format (shared with benchmarks/bench_norm_attention_cases.py, whose `CASES` are
 appended when that file exists): each case is
@@ -31,6 +35,7 @@ from timing import matmul_rate, median_seconds
 
 import autograd
 import autograd.nn.functional as F
+from autograd.backend import array_module, to_device
 from autograd.engine import topological_order
 from autograd.kernels import conv as conv_kernels
 from autograd.ops.conv import channels_last
@@ -91,20 +96,30 @@ if _EXTRA.exists():
 
 def saved_bytes(output: Tensor) -> int:
     """Bytes of the arrays the graph behind `output` keeps for backward (each array once)."""
+    xp = array_module(output.device)
     arrays = {}
     for node in topological_order(output.grad_fn):
         values = list(getattr(node, "saved", ())) + list(vars(node).values())
         for value in values:
-            if isinstance(value, np.ndarray):
+            if isinstance(value, xp.ndarray):
                 arrays[id(value)] = value.nbytes
     return sum(arrays.values())
 
 
+def timed(fn: Callable[[], object], device: str) -> Callable[[], None]:
+    """fn, then (on a GPU) a wait for the device to finish it, so the clock sees the work."""
+    if autograd.device(device).type == "cpu":
+        return fn
+    return lambda: (fn(), autograd.cuda.synchronize())
+
+
 def bench_case(name: str, flops: float, setup: Setup, repeats: int, gemm: float,
-               rng: np.random.Generator) -> str:
+               rng: np.random.Generator, device: str = "cpu") -> str:
     forward, leaves = setup(rng)
+    for leaf in leaves:  # the setups make host tensors: move them, in place
+        leaf.data = to_device(leaf.data, device)
     out = forward()
-    ones = np.ones(out.shape, out.dtype)
+    ones = Tensor(to_device(np.ones(out.shape, out.dtype), device))
     memory = saved_bytes(out)
 
     def forward_backward() -> None:
@@ -113,23 +128,24 @@ def bench_case(name: str, flops: float, setup: Setup, repeats: int, gemm: float,
         forward().backward(ones)
 
     with autograd.no_grad():
-        t_forward = median_seconds(forward, repeats)
-    t_both = median_seconds(forward_backward, repeats)
+        t_forward = median_seconds(timed(forward, device), repeats)
+    t_both = median_seconds(timed(forward_backward, device), repeats)
     rate_forward, rate_both = flops / t_forward / 1e9, 3 * flops / t_both / 1e9
     return (f"{name:<28} {t_forward * 1e3:8.2f} {rate_forward:7.1f} {rate_forward / gemm:6.0%}"
             f" {t_both * 1e3:9.2f} {rate_both:7.1f} {rate_both / gemm:6.0%}"
             f" {memory / 2**20:8.1f}")
 
 
-def kernel_speedups(repeats: int, rng: np.random.Generator) -> list[str]:
-    """im2col / col2im (numba) against their NumPy references on the mnist-tiny shapes, on
-    the whole batch at once (conv2d calls them on chunks of about 4 MB of columns)."""
+def kernel_speedups(repeats: int, rng: np.random.Generator, device: str = "cpu") -> list[str]:
+    """im2col / col2im (numba, or CUDA on a GPU) against their references (NumPy, or CuPy)
+    on the mnist-tiny shapes, on the whole batch at once (on the CPU conv2d calls them on
+    chunks of about 4 MB of columns)."""
     rows = []
     for channels, size, stride in ((32, 28, 1), (64, 14, 1), (64, 7, 1), (32, 28, 2)):
         out = (size + 2 - 3) // stride + 1
         window = conv_kernels.Window((3, 3), (stride, stride), (1, 1), (1, 1), (out, out))
-        x = channels_last(rng.standard_normal((BATCH, channels, size, size),
-                                              dtype=np.float32))
+        x = channels_last(to_device(rng.standard_normal((BATCH, channels, size, size),
+                                                        dtype=np.float32), device))
         cols = conv_kernels.im2col(x, window)
         shape = f"{channels}ch @{size} s{stride}"
         for kernel, compiled, reference in (
@@ -138,8 +154,8 @@ def kernel_speedups(repeats: int, rng: np.random.Generator) -> list[str]:
             ("col2im", partial(conv_kernels.col2im, cols, x.shape, window),
              partial(conv_kernels.col2im_reference, cols, x.shape, window)),
         ):
-            t_compiled = median_seconds(compiled, repeats)
-            t_reference = median_seconds(reference, repeats)
+            t_compiled = median_seconds(timed(compiled, device), repeats)
+            t_reference = median_seconds(timed(reference, device), repeats)
             rows.append(f"{kernel:<8} {shape:<16} {t_compiled * 1e3:9.2f} "
                         f"{t_reference * 1e3:9.2f} {t_reference / t_compiled:7.1f}x")
     return rows
@@ -152,27 +168,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=10, help="timed runs per case")
     parser.add_argument("--filter", default="", help="only cases whose name contains this")
     parser.add_argument("--no-kernels", action="store_true", help="skip the kernel table")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     args = parser.parse_args(argv)
     if args.threads is not None:
         autograd.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
+    device = args.device
+    on_gpu = autograd.device(device).type == "cuda"
 
-    gemm_like = matmul_rate(BATCH * 28 * 28, 288, 32, args.repeats, rng)
-    gemm_square = matmul_rate(1024, 1024, 1024, args.repeats, rng)
-    print(f"threads {autograd.get_num_threads()}, batch {BATCH}, float32, median of "
-          f"{args.repeats}")
-    print(f"numpy matmul (50176, 288) @ (288, 32): {gemm_like:6.1f} GFLOP/s   "
-          f"(1024, 1024) @ (1024, 1024): {gemm_square:6.1f} GFLOP/s")
+    gemm_like = matmul_rate(BATCH * 28 * 28, 288, 32, args.repeats, rng, device=device)
+    gemm_square = matmul_rate(1024, 1024, 1024, args.repeats, rng, device=device)
+    where = f"device {autograd.device(device)}" if on_gpu else (
+        f"threads {autograd.get_num_threads()}")
+    print(f"{where}, batch {BATCH}, float32, median of {args.repeats}")
+    print(f"{'cupy' if on_gpu else 'numpy'} matmul (50176, 288) @ (288, 32): "
+          f"{gemm_like:6.1f} GFLOP/s   (1024, 1024) @ (1024, 1024): {gemm_square:6.1f} GFLOP/s")
     print("% = fraction of the (50176, 288) @ (288, 32) matmul rate; saved = bytes the "
           "graph holds after one forward\n")
     print(f"{'case':<28} {'fwd ms':>8} {'GF/s':>7} {'%':>6} {'f+b ms':>9} {'GF/s':>7} "
           f"{'%':>6} {'saved MB':>8}")
     for name, flops, setup in CASES:
         if args.filter in name:
-            print(bench_case(name, flops, setup, args.repeats, gemm_like, rng), flush=True)
+            print(bench_case(name, flops, setup, args.repeats, gemm_like, rng, device),
+                  flush=True)
     if not args.no_kernels:
-        print(f"\n{'kernel':<8} {'shape':<16} {'numba ms':>9} {'numpy ms':>9} {'speedup':>8}")
-        for row in kernel_speedups(args.repeats, rng):
+        compiled, reference = ("cuda ms", "cupy ms") if on_gpu else ("numba ms", "numpy ms")
+        print(f"\n{'kernel':<8} {'shape':<16} {compiled:>9} {reference:>9} {'speedup':>8}")
+        for row in kernel_speedups(args.repeats, rng, device):
             print(row, flush=True)
 
 

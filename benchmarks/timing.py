@@ -21,9 +21,17 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def matmul_rate(m: int, k: int, n: int, repeats: int, rng: np.random.Generator) -> float:
-    """GFLOP/s of a float32 (m, k) @ (k, n) NumPy matmul."""
-    a = rng.standard_normal((m, k), dtype=np.float32)
-    b = rng.standard_normal((k, n), dtype=np.float32)
-    out = np.empty((m, n), np.float32)
-    return 2.0 * m * k * n / median_seconds(lambda: np.matmul(a, b, out=out), repeats) / 1e9
+def matmul_rate(m: int, k: int, n: int, repeats: int, rng: np.random.Generator,
+                device: str = "cpu") -> float:
+    """GFLOP/s of a float32 (m, k) @ (k, n) matmul: NumPy's, or CuPy's on device "cuda"
+    (timed to the GPU's completion)."""
+    from autograd import cuda
+    from autograd.backend import array_module, to_device
+
+    xp = array_module(device)
+    a = to_device(rng.standard_normal((m, k), dtype=np.float32), device)
+    b = to_device(rng.standard_normal((k, n), dtype=np.float32), device)
+    out = xp.empty((m, n), np.float32)
+    wait = cuda.synchronize if xp is not np else (lambda: None)
+    seconds = median_seconds(lambda: (xp.matmul(a, b, out=out), wait()), repeats)
+    return 2.0 * m * k * n / seconds / 1e9

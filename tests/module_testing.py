@@ -3,6 +3,8 @@ module's parameters swapped for the checked tensors (PyTorch's `functional_call`
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from op_testing import check_op
 
@@ -29,8 +31,13 @@ def check_module(module: Module, *inputs: np.ndarray, **kwargs) -> None:
     names = [name for name, _ in module.named_parameters()]
     params = [p.numpy().copy() for _, p in module.named_parameters()]
 
-    def run(*tensors):
-        values = dict(zip(names, tensors[len(inputs):]))
-        return functional_call(module, values, *tensors[:len(inputs)])
+    def runner(owner: Module):
+        def run(*tensors):
+            values = dict(zip(names, tensors[len(inputs):]))
+            return functional_call(owner, values, *tensors[:len(inputs)])
 
-    check_op(run, *inputs, *params, **kwargs)
+        return run
+
+    # the device legs run a copy of the module (its buffers too) on the device
+    check_op(runner(module), *inputs, *params,
+             device_fn=lambda device: runner(copy.deepcopy(module).to(device)), **kwargs)

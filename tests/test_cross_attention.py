@@ -3,6 +3,8 @@ checks over random small shapes (one context token and one pixel included), and 
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -179,10 +181,15 @@ def test_gradient_of_the_conditioned_unet_matches_finite_differences():
     x = np.random.default_rng(0).standard_normal((2, 1, 4, 4))
     weight = model.context_embedding.weight.numpy().copy()
 
-    def run(images, table):
-        return functional_call(model, {"context_embedding.weight": table}, images, t, labels)
+    def runner(owner):
+        def run(images, table):
+            return functional_call(owner, {"context_embedding.weight": table}, images, t,
+                                   labels)
 
-    check_op(run, x, weight, directional=True)
+        return run
+
+    check_op(runner(model), x, weight, directional=True,
+             device_fn=lambda device: runner(copy.deepcopy(model).to(device)))
 
 
 def test_cross_attention_config_errors():

@@ -186,7 +186,9 @@ def test_batch_norm_eval_uses_running_stats(data, n, channels):
     expected = (x - mean[:, None]) / np.sqrt(var[:, None] + 1e-5) * weight[:, None] \
         + bias[:, None]
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-10, atol=1e-10)
-    check_op(lambda t, w, b: F.batch_norm(t, *stats, w, b), x, weight, bias)
+    check_op(lambda t, w, b: F.batch_norm(t, *stats, w, b), x, weight, bias,
+             device_fn=lambda device: lambda t, w, b: F.batch_norm(
+                 t, *(s.to(device) for s in stats), w, b))
 
 
 def test_batch_norm_errors():

@@ -39,6 +39,27 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def device_name(text: str) -> str:
+    """A --device value: "cpu", "cuda" or "cuda:N", and usable here."""
+    import autograd
+
+    try:
+        device = autograd.Device(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if device.type == "cuda":
+        try:
+            autograd.backend.cuda_module()
+        except RuntimeError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return str(device)
+
+
+def add_device_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", type=device_name, default="cpu",
+                        help="cpu (default), cuda or cuda:N (a GPU, through CuPy)")
+
+
 def positive_float(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -100,6 +121,7 @@ def add_train_parser(commands) -> None:
     p.add_argument("--sample-n", type=non_negative_int, default=64,
                    help="samples in the final grid, DIR/samples.png (0: none)")
     p.add_argument("--threads", type=positive_int, help="CPU threads (default: all)")
+    add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_train)
 
@@ -122,6 +144,7 @@ def add_sample_parser(commands) -> None:
     p.add_argument("--no-ema", action="store_true", help="use the raw weights")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--threads", type=positive_int)
+    add_device_argument(p)
     p.set_defaults(run=run_sample)
 
 
@@ -142,6 +165,7 @@ def add_eval_parser(commands) -> None:
     p.add_argument("--nll-images", type=non_negative_int, default=0,
                    help="test images for the NLL bound (each costs T model calls; 0 skips)")
     p.add_argument("--threads", type=positive_int)
+    add_device_argument(p)
     p.set_defaults(run=run_eval)
 
 
@@ -157,7 +181,8 @@ def add_plot_schedule_parser(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tinydiff", description="Train and sample tiny DDPM diffusion models on the CPU.")
+        prog="tinydiff", description="Train and sample tiny DDPM diffusion models on the CPU "
+        "(or a GPU).")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_train_parser(commands)
     add_sample_parser(commands)
@@ -185,9 +210,10 @@ def run_train(args: argparse.Namespace) -> int:
         images, labels = load_mnist("train", data_dir=args.data_dir)
     if args.resume:
         if latent:
-            trainer = resume_latent_trainer(checkpoint, images, labels, steps=args.steps)
+            trainer = resume_latent_trainer(checkpoint, images, labels, steps=args.steps,
+                                            device=args.device)
         else:
-            trainer = Trainer.resume(checkpoint, steps=args.steps)
+            trainer = Trainer.resume(checkpoint, steps=args.steps, device=args.device)
         print(f"resuming {checkpoint} at step {trainer.step} of {args.steps}")
     else:
         if checkpoint.exists():
@@ -197,45 +223,58 @@ def run_train(args: argparse.Namespace) -> int:
         if latent:
             from tinydiff.vae import load_vae
 
-            trainer = latent_trainer(load_vae(args.vae), images, labels, config, args.out)
+            trainer = latent_trainer(load_vae(args.vae), images, labels, config, args.out,
+                                     device=args.device)
         else:
-            trainer = Trainer(config)
+            trainer = Trainer(config, device=args.device)
     from tinydiff.models import count_parameters
 
     print(f"model {trainer.config.model}: {count_parameters(trainer.model):,} parameters; "
-          f"{trainer.config.steps} steps of batch {trainer.config.batch_size}")
+          f"{trainer.config.steps} steps of batch {trainer.config.batch_size} on "
+          f"{trainer.device}")
     trainer.train(args.out, progress=not args.no_progress)
     print(f"saved {checkpoint}")
     if args.sample_n:
         grid = args.out / "samples.png"
-        sample_to_files(checkpoint, n=args.sample_n, out=grid)
+        sample_to_files(checkpoint, n=args.sample_n, out=grid, device=args.device)
         print(f"saved {grid}" + (f" (digits 0-9 in turn, guidance {DEFAULT_GUIDANCE:g})"
                                  if trainer.config.class_conditional else ""))
     return 0
+
+
+def batch_forward(model):
+    """The model as sampling calls it: on the CPU the batch in slices, one per thread
+    (`sliced_forward`); on a GPU the whole batch in one call."""
+    from autograd.nn.parallel import sliced_forward
+
+    return sliced_forward(model) if model.device.type == "cpu" else model
 
 
 def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps: int = 50,
                     eta: float = 0.0, class_label: int | None = None,
                     guidance: float | None = None, seed: int = 0, npz: Path | None = None,
                     trajectory: Path | None = None, use_ema: bool = True,
-                    batch_size: int = 256) -> tuple[np.ndarray, np.ndarray | None]:
-    """Sample `n` images from a checkpoint and write the PNG grid (and .npz, trajectory).
-    Returns the images and, for a class-conditional model, the labels they were asked for
-    (`class_label`, or the digits in turn), sampled with `guidance` (default
+                    batch_size: int = 256,
+                    device: str = "cpu") -> tuple[np.ndarray, np.ndarray | None]:
+    """Sample `n` images from a checkpoint on `device` and write the PNG grid (and .npz,
+    trajectory). Returns the images and, for a class-conditional model, the labels they
+    were asked for (`class_label`, or the digits in turn), sampled with `guidance` (default
     DEFAULT_GUIDANCE)."""
     import autograd
-    from autograd.nn.parallel import sliced_forward
     from tinydiff.plots import plot_trajectory, save_image_grid
     from tinydiff.samplers import class_guidance, sample
     from tinydiff.training import checkpoint_variance_type, load_for_sampling
 
-    model, schedule, prediction_type, state = load_for_sampling(ckpt, use_ema=use_ema)
+    model, schedule, prediction_type, state = load_for_sampling(ckpt, use_ema=use_ema,
+                                                                device=device)
     pipeline = None
     if sidecar_path(ckpt).exists():  # latent diffusion: samples are decoded by its VAE
-        pipeline = LatentPipeline(model, schedule, prediction_type, *read_sidecar(ckpt))
+        vae, scale_factor = read_sidecar(ckpt)
+        pipeline = LatentPipeline(model, schedule, prediction_type, vae.to(device),
+                                  scale_factor)
         if trajectory is not None:
             raise ValueError("--trajectory draws pixel-space runs only; this is a latent run")
-    forward = sliced_forward(model)  # the batch in slices, one per thread
+    forward = batch_forward(model)
     conditional = model.config.num_classes is not None
     if (class_label is not None or guidance is not None) and not conditional:
         raise ValueError(f"{ckpt} holds an unconditional model: --class and --guidance need "
@@ -255,7 +294,7 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
         count = min(batch_size, n - start)
         part = None if labels is None else labels[start:start + count]
         with autograd.no_grad():
-            result = sample(forward, schedule, (count, channels, size, size),
+            result = sample(forward, schedule, (count, channels, size, size), device=device,
                             sampler=sampler, num_inference_steps=steps, generator=generator,
                             eta=eta, prediction_type=prediction_type,
                             variance_type=checkpoint_variance_type(state),
@@ -279,7 +318,7 @@ def run_sample(args: argparse.Namespace) -> int:
     sample_to_files(args.ckpt, n=args.n, out=args.out, sampler=args.sampler, steps=args.steps,
                     eta=args.eta, class_label=args.class_label, guidance=args.guidance,
                     seed=args.seed, npz=args.npz, trajectory=args.trajectory,
-                    use_ema=not args.no_ema, batch_size=args.batch_size)
+                    use_ema=not args.no_ema, batch_size=args.batch_size, device=args.device)
     print(f"saved {args.out}")
     return 0
 
@@ -297,7 +336,8 @@ def run_eval(args: argparse.Namespace) -> int:
         grid = args.ckpt.parent / f"eval-{args.sampler}{args.steps}-samples.png"
         samples, labels = sample_to_files(args.ckpt, n=args.n, out=grid, sampler=args.sampler,
                                           steps=args.steps, seed=args.seed,
-                                          guidance=args.guidance, use_ema=not args.no_ema)
+                                          guidance=args.guidance, use_ema=not args.no_ema,
+                                          device=args.device)
     for line in evaluate_samples(samples, seed=args.seed, labels=labels).lines():
         print(line)
     if args.nll_images:
@@ -306,16 +346,16 @@ def run_eval(args: argparse.Namespace) -> int:
         if sidecar_path(args.ckpt).exists():
             raise ValueError("--nll-images: the bound in bits/dim is of pixel-space models; "
                              f"{args.ckpt} is a latent diffusion run")
-        from autograd.nn.parallel import sliced_forward
         from tinydiff.data import load_mnist
         from tinydiff.training import checkpoint_variance_type, load_for_sampling
 
-        model, schedule, prediction_type, state = load_for_sampling(args.ckpt,
-                                                                    use_ema=not args.no_ema)
+        model, schedule, prediction_type, state = load_for_sampling(
+            args.ckpt, use_ema=not args.no_ema, device=args.device)
         images = load_mnist("test")[0][: args.nll_images]
-        mean, error = nll_bits_per_dim(sliced_forward(model), schedule, images,
+        mean, error = nll_bits_per_dim(batch_forward(model), schedule, images,
                                        prediction_type, seed=args.seed,
-                                       variance_type=checkpoint_variance_type(state))
+                                       variance_type=checkpoint_variance_type(state),
+                                       device=args.device)
         print(f"NLL bound: {mean:.3f} +- {error:.3f} bits/dim ({len(images)} test images)")
     return 0
 

@@ -4,6 +4,10 @@ Shapes: a batch `x` is (N, ...); timesteps `t` are int arrays of shape (N,) with
 timestep per sample. Schedule arrays are float64; every coefficient gathered at `t` is cast to
 the batch's dtype by `gather` so a float32 batch stays float32. The likelihood functions
 (`normal_kl`, `discretized_gaussian_log_likelihood`, `variational_bound`) work in float64.
+
+Devices: batches may be NumPy arrays, CuPy arrays or Tensors on any device, and results stay
+on the batch's device. Schedules and timesteps `t` live on the host (t indexes the schedule);
+gathered coefficients and drawn noise are moved to the batch's device.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any
 import numpy as np
 
 import autograd
-from autograd.tensor import Tensor
+from autograd.backend import CPU, device_of, get_array_module, is_floating, to_device
+from autograd.tensor import Tensor, as_array
 from tinydiff.schedules import NoiseSchedule
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -58,8 +63,8 @@ def split_model_output(output: Any, x: np.ndarray, variance_type: str) -> tuple[
         _check_same_shape("model output", output, x)
         return output, None
     expected = (x.shape[0], 2 * x.shape[1]) + tuple(x.shape[2:])
-    if tuple(np.shape(output)) != expected:
-        raise ValueError(f"model output has shape {tuple(np.shape(output))}, expected {expected}"
+    if shape_of(output) != expected:
+        raise ValueError(f"model output has shape {shape_of(output)}, expected {expected}"
                          f" (prediction and variance channels for variance_type "
                          f"{variance_type!r})")
     channels = x.shape[1]
@@ -69,8 +74,8 @@ def split_model_output(output: Any, x: np.ndarray, variance_type: str) -> tuple[
 def check_timesteps(schedule: NoiseSchedule, t: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Validate per-sample timesteps t of shape (N,) against a batch x of shape (N, ...)."""
     t = np.asarray(t)
-    if t.ndim != 1 or t.shape[0] != np.shape(x)[0]:
-        raise ValueError(f"t must have shape (N,) = ({np.shape(x)[0]},), got {t.shape}")
+    if t.ndim != 1 or t.shape[0] != shape_of(x)[0]:
+        raise ValueError(f"t must have shape (N,) = ({shape_of(x)[0]},), got {t.shape}")
     if not np.issubdtype(t.dtype, np.integer):
         raise ValueError(f"t must be an integer array, got dtype {t.dtype}")
     if t.size and (t.min() < 0 or t.max() >= schedule.num_train_timesteps):
@@ -78,23 +83,36 @@ def check_timesteps(schedule: NoiseSchedule, t: np.ndarray, x: np.ndarray) -> np
     return t
 
 
+def shape_of(value: Any) -> tuple[int, ...]:
+    """The shape of an array or Tensor on any device (np.shape would copy a GPU array)."""
+    return tuple(value.shape) if hasattr(value, "shape") else np.shape(value)
+
+
 def _check_same_shape(name: str, a: Any, x: np.ndarray) -> None:
-    if tuple(np.shape(a)) != tuple(np.shape(x)):
-        raise ValueError(f"{name} has shape {np.shape(a)}, expected {np.shape(x)}")
+    if shape_of(a) != shape_of(x):
+        raise ValueError(f"{name} has shape {shape_of(a)}, expected {shape_of(x)}")
+
+
+def array_of(value: Any, dtype=None):
+    """The array of a Tensor, or an array on its own device; NumPy for Python values."""
+    return as_array(value, None if dtype is None else np.dtype(dtype))
 
 
 # ----------------------------------------------------------------------------- coefficients
 
 
-def per_sample(values: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """values (N,) reshaped to (N, 1, ..., 1) to broadcast against `like`, in `like`'s dtype."""
-    like = np.asarray(like)
-    dtype = like.dtype if np.issubdtype(like.dtype, np.floating) else np.float64
-    return np.asarray(values).reshape((-1,) + (1,) * (like.ndim - 1)).astype(dtype, copy=False)
+def per_sample(values: np.ndarray, like: Any) -> np.ndarray:
+    """values (N,) reshaped to (N, 1, ..., 1) to broadcast against `like` (an array or a
+    Tensor), in `like`'s floating dtype (else float64), on `like`'s device."""
+    like = array_of(like)
+    dtype = like.dtype if is_floating(like.dtype) else np.float64
+    values = array_of(values).reshape((-1,) + (1,) * (like.ndim - 1)).astype(dtype, copy=False)
+    return to_device(values, device_of(like))
 
 
-def gather(values: np.ndarray, t: np.ndarray, like: np.ndarray) -> np.ndarray:
-    """values[t] reshaped to (N, 1, ..., 1) to broadcast against `like`, in `like`'s dtype."""
+def gather(values: np.ndarray, t: np.ndarray, like: Any) -> np.ndarray:
+    """values[t] reshaped to (N, 1, ..., 1) to broadcast against `like`, in `like`'s dtype,
+    on `like`'s device (values and t: host arrays)."""
     return per_sample(np.asarray(values)[np.asarray(t)], like)
 
 
@@ -260,12 +278,12 @@ def training_losses(
         raise ValueError(
             f"unknown loss_weighting {loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}"
         )
-    x0 = np.asarray(x0)
+    x0 = array_of(x0)
     if timesteps is None:
         t = generator.integers(0, schedule.num_train_timesteps, size=x0.shape[0], dtype=np.int64)
     else:
         t = check_timesteps(schedule, timesteps, x0)
-    noise = generator.standard_normal(x0.shape, dtype=x0.dtype)
+    noise = to_device(generator.standard_normal(x0.shape, dtype=x0.dtype), device_of(x0))
     x_t = q_sample(schedule, x0, t, noise)
     target = prediction_target(schedule, x0, noise, t, prediction_type)
     prediction, variance_values = split_model_output(model(x_t, t, **cond), x0, variance_type)
@@ -280,14 +298,14 @@ def training_losses(
         # Every sample has the same size, so the mean of w * se is the weighted per-sample mean.
         squared_error = squared_error * per_sample(sample_weights, x0)
     loss = squared_error.mean()
-    sample_losses = _mean_over_dims(np.asarray(squared_error, dtype=np.float64))
+    sample_losses = _mean_over_dims(array_of(squared_error).astype(np.float64))
     if variance_values is None:
         return LossTerms(loss, t, sample_losses)
 
     if not vlb_weight >= 0:
         raise ValueError(f"vlb_weight must be >= 0, got {vlb_weight}")
     x0_64, x_t_64 = x0.astype(np.float64), x_t.astype(np.float64)
-    frozen = np.asarray(prediction, dtype=np.float64)  # stop-gradient on the mean
+    frozen = array_of(prediction).astype(np.float64)  # stop-gradient on the mean
     pred_x0, _ = predict_x0_and_eps(schedule, x_t_64, t, frozen, prediction_type)
     if isinstance(variance_values, Tensor):
         variance_values = variance_values.double()
@@ -298,7 +316,7 @@ def training_losses(
     vlb_loss = (vlb * (scale * np.asarray(vlb_weights, dtype=np.float64))).mean()
     if isinstance(vlb_loss, Tensor) and isinstance(loss, Tensor):
         vlb_loss = autograd.cast(vlb_loss, loss.dtype)  # computed in float64, added in the loss's
-    vlb_values = np.asarray(vlb, dtype=np.float64)
+    vlb_values = array_of(vlb).astype(np.float64)
     return LossTerms(loss + vlb_loss, t, sample_losses + scale * vlb_values, vlb_values)
 
 
@@ -323,15 +341,18 @@ def training_loss(
 
 def _tensor_math(function: Callable[..., Any]) -> Callable[..., Any]:
     """Run `function` on autograd Tensors (so it is differentiable when an input is one) and
-    give back an ndarray when no input was a Tensor. Array inputs are taken as float64."""
+    give back an array when no input was a Tensor. Array inputs are taken as float64, on the
+    device of the first input that is not on the host."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         any_tensor = any(isinstance(a, Tensor) for a in args)
-        args = tuple(a if isinstance(a, Tensor) else Tensor(np.asarray(a, dtype=np.float64))
-                     for a in args)
+        devices = [device_of(array_of(a)) for a in args if hasattr(a, "shape")]
+        target = next((d for d in devices if d != CPU), CPU)
+        args = tuple(a if isinstance(a, Tensor) else Tensor(array_of(a, np.float64),
+                                                            device=target) for a in args)
         result = function(*args, **kwargs)
-        return result if any_tensor else result.numpy()
+        return result if any_tensor else result.data
 
     return wrapper
 
@@ -370,14 +391,14 @@ def discretized_gaussian_log_likelihood(x: Any, means: Any, log_scales: Any, *,
     inv_scale = autograd.exp(-log_scales)
     lower = (x - half_width - means) * inv_scale
     upper = (x + half_width - means) * inv_scale
-    data = np.asarray(x.data)
+    data = x.data
     probability = autograd.where(
         data <= -1.0 + 1e-6,  # the bottom bin reaches -inf
         standard_normal_cdf(upper),
         autograd.where(
             data >= 1.0 - 1e-6,  # the top bin reaches +inf
             standard_normal_sf(lower),
-            autograd.where(np.asarray(lower.data) > 0.0,
+            autograd.where(lower.data > 0.0,
                            standard_normal_sf(lower) - standard_normal_sf(upper),
                            standard_normal_cdf(upper) - standard_normal_cdf(lower)),
         ),
@@ -417,15 +438,16 @@ def p_log_variance(schedule: NoiseSchedule, variance_type: str, t: np.ndarray,
     `variance_values` (N, C, ...), an array or a Tensor (then so is the result), between the
     clipped log beta tilde and log beta."""
     t = check_timesteps(schedule, t, like)
-    shape_of = np.zeros((len(t),) + (1,) * (np.ndim(like) - 1))
+    like = array_of(like)
+    per_image = to_device(np.zeros((len(t),) + (1,) * (like.ndim - 1)), device_of(like))
     if not learns_variance(variance_type):
-        return gather(model_log_variance(schedule, variance_type), t, shape_of)
+        return gather(model_log_variance(schedule, variance_type), t, per_image)
     if variance_values is None:
         raise ValueError(f"variance_type {variance_type!r} needs the model's variance values")
     return learned_range_log_variance(
         variance_values,
-        gather(schedule.posterior_log_variance_clipped, t, shape_of),
-        gather(np.log(schedule.betas), t, shape_of),
+        gather(schedule.posterior_log_variance_clipped, t, per_image),
+        gather(np.log(schedule.betas), t, per_image),
     )
 
 
@@ -451,11 +473,12 @@ def _mean_over_dims(values: Any) -> Any:
 
 def prior_bpd(schedule: NoiseSchedule, x0: np.ndarray) -> np.ndarray:
     """(N,) KL(q(x_T | x_0) || N(0, I)) in bits/dim."""
-    x0 = np.asarray(x0, dtype=np.float64)
+    x0 = array_of(x0, np.float64)
+    xp = get_array_module(x0)
     t = np.full(x0.shape[0], schedule.num_train_timesteps - 1)
     mean, variance = q_mean_variance(schedule, x0, t)
-    kl = normal_kl(mean, np.log(variance), 0.0, 0.0)
-    return _mean_over_dims(np.broadcast_to(kl, x0.shape)) / math.log(2.0)
+    kl = normal_kl(mean, xp.log(variance), 0.0, 0.0)
+    return _mean_over_dims(xp.broadcast_to(kl, x0.shape)) / math.log(2.0)
 
 
 def vlb_terms(schedule: NoiseSchedule, x0: np.ndarray, x_t: np.ndarray, t: np.ndarray,
@@ -476,7 +499,8 @@ def vlb_terms(schedule: NoiseSchedule, x0: np.ndarray, x_t: np.ndarray, t: np.nd
         return (nll if kl is None else kl) / math.log(2.0)
     if isinstance(kl, Tensor):
         return autograd.where(t == 0, nll, kl) / math.log(2.0)
-    return np.where(t == 0, nll, kl) / math.log(2.0)
+    xp = get_array_module(kl)
+    return xp.where(to_device(t == 0, device_of(kl)), nll, kl) / math.log(2.0)
 
 
 def variational_bound(
@@ -497,21 +521,23 @@ def variational_bound(
     (learned_range: from the model's variance channels).
     """
     check_prediction_type(prediction_type)
-    x0 = np.asarray(x0)
+    x0 = array_of(x0)
+    xp, device = get_array_module(x0), device_of(x0)
     batch = x0.shape[0]
-    terms = np.zeros((batch, schedule.num_train_timesteps))
+    terms = xp.zeros((batch, schedule.num_train_timesteps))
     x0_64 = x0.astype(np.float64)
     for step in range(schedule.num_train_timesteps):
         t = np.full(batch, step, dtype=np.int64)
-        noise = generator.standard_normal(x0.shape, dtype=x0.dtype)
+        noise = to_device(generator.standard_normal(x0.shape, dtype=x0.dtype), device)
         x_t = q_sample(schedule, x0, t, noise)
-        output = np.asarray(model(x_t, t, **cond), dtype=np.float64)
+        output = to_device(array_of(model(x_t, t, **cond)), device).astype(np.float64)
         prediction, variance_values = split_model_output(output, x0, variance_type)
         x_t = x_t.astype(np.float64)
         pred_x0, _ = predict_x0_and_eps(schedule, x_t, t, prediction, prediction_type)
         if clip_denoised:
-            pred_x0 = np.clip(pred_x0, -1.0, 1.0)
+            pred_x0 = xp.clip(pred_x0, -1.0, 1.0)
         log_variance = p_log_variance(schedule, variance_type, t, x0_64, variance_values)
         terms[:, step] = vlb_terms(schedule, x0_64, x_t, t, pred_x0, log_variance)
     prior = prior_bpd(schedule, x0_64)
+    terms, prior = to_device(terms, CPU), to_device(prior, CPU)  # the bound's results: host
     return VariationalBound(total=prior + terms.sum(axis=1), prior=prior, terms=terms)

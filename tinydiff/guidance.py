@@ -19,8 +19,9 @@ import numpy as np
 
 import autograd
 from autograd import nn, optim
+from autograd.backend import device_of, get_array_module, to_device
 from autograd.nn import functional as F
-from autograd.tensor import Tensor
+from autograd.tensor import Tensor, as_array
 from tinydiff.data import BatchIterator
 from tinydiff.diffusion import q_sample
 from tinydiff.eval import random_shift
@@ -83,7 +84,9 @@ class NoiseAwareClassifier(nn.Module):
         self.head = nn.Linear(current, config.num_classes)
 
     def forward(self, x: Tensor | np.ndarray, t: Tensor | np.ndarray) -> Tensor:
-        x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+        """x (N, C, H, W): a Tensor on the classifier's device or an array (moved there);
+        t (N,): host integers."""
+        x = x if isinstance(x, Tensor) else Tensor(x, device=self.conv_in.weight.device)
         t = np.asarray(t.numpy() if isinstance(t, Tensor) else t)
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ValueError(f"NoiseAwareClassifier expects x of shape "
@@ -93,7 +96,7 @@ class NoiseAwareClassifier(nn.Module):
                              f"({x.shape[0]},), got {t.dtype} {t.shape}")
         features = timestep_embedding(t, self.config.time_embed_dim,
                                       dtype=self.conv_in.weight.dtype)
-        embedding = self.time_mlp(Tensor(features))
+        embedding = self.time_mlp(Tensor(features, device=x.device))
         h = self.conv_in(x)
         for level, blocks in enumerate(self.levels):
             for block in blocks:
@@ -236,8 +239,9 @@ def classifier_log_prob_gradient(classifier: nn.Module, x_t: np.ndarray, t: np.n
     int, labels (N,) int -> (N, C, H, W) in x_t's dtype. Row i is the gradient of sample i's
     own log-probability when the classifier treats samples independently (this module's
     does). `classifier(x, t)` is any module returning logits (N, K); it runs in its
-    parameters' dtype. Records the graph even under no_grad; parameters get no gradients."""
-    x_t = np.asarray(x_t)
+    parameters' dtype and on their device (the gradient comes back on x_t's). Records the
+    graph even under no_grad; parameters get no gradients."""
+    x_t = as_array(x_t)
     if x_t.ndim < 2 or not np.issubdtype(x_t.dtype, np.floating):
         raise ValueError(f"x_t must be a float batch (N, C, H, W), got {x_t.dtype} "
                          f"{x_t.shape}")
@@ -246,9 +250,11 @@ def classifier_log_prob_gradient(classifier: nn.Module, x_t: np.ndarray, t: np.n
         raise ValueError(f"t must be integers of shape ({x_t.shape[0]},), got {t.dtype} "
                          f"{t.shape}")
     labels = _check_labels(labels, x_t.shape[0], _num_classes(classifier))
-    dtype = next((p.dtype for p in classifier.parameters()), x_t.dtype)
+    first = next(iter(classifier.parameters()), None)
+    dtype, device = (x_t.dtype, device_of(x_t)) if first is None else (first.dtype,
+                                                                       first.device)
     with autograd.enable_grad(), _frozen(classifier):
-        x = Tensor(x_t.astype(dtype), requires_grad=True)
+        x = Tensor(x_t.astype(dtype), requires_grad=True, device=device)
         logits = classifier(x, t)
         if logits.ndim != 2 or logits.shape[0] != x_t.shape[0]:
             raise ValueError(f"the classifier returned shape {logits.shape}, expected logits "
@@ -257,8 +263,8 @@ def classifier_log_prob_gradient(classifier: nn.Module, x_t: np.ndarray, t: np.n
         log_probs = F.log_softmax(logits, dim=1)
         autograd.gather(log_probs, 1, labels[:, None]).sum().backward()
     if x.grad is None:  # the logits do not depend on x
-        return np.zeros_like(x_t)
-    return x.grad.numpy().astype(x_t.dtype, copy=False)
+        return get_array_module(x_t).zeros_like(x_t)
+    return to_device(x.grad.data, device_of(x_t)).astype(x_t.dtype, copy=False)
 
 
 def classifier_grad_fn(classifier: nn.Module,

@@ -36,7 +36,7 @@ def encode_dataset(vae: VAE, images: np.ndarray, batch_size: int = 500) -> np.nd
     """The posterior means (N, *latent_shape) float32 of images (N, 1, 28, 28), in batches,
     without a graph."""
     with autograd.no_grad():
-        return np.concatenate([vae.encode(images[start:start + batch_size])[0].numpy()
+        return np.concatenate([vae.encode(images[start:start + batch_size])[0].cpu().numpy()
                                for start in range(0, len(images), batch_size)])
 
 
@@ -80,27 +80,31 @@ def scaled_latents(vae: VAE, images: np.ndarray, scale_factor: float | None = No
 
 
 def latent_trainer(vae: VAE, images: np.ndarray, labels: np.ndarray | None,
-                   config: TrainConfig, out_dir: str | Path, **model_overrides: Any) -> Trainer:
+                   config: TrainConfig, out_dir: str | Path, device: str | None = None,
+                   **model_overrides: Any) -> Trainer:
     """A `Trainer` of the `config.model` UNet (sized to the VAE's latents) on the scaled
-    latents of `images`; writes out_dir/latent.npz now. Call `.train(out_dir)` next."""
-    latents, scale_factor = scaled_latents(vae, images)
+    latents of `images`, on `device` (the VAE encodes there too); writes out_dir/latent.npz
+    now. Call `.train(out_dir)` next."""
+    latents, scale_factor = scaled_latents(vae.to("cpu" if device is None else device), images)
     channels, size, _ = vae.config.latent_shape
     autograd.manual_seed(config.seed)  # as Trainer does, so the UNet's init follows the seed
     model = build_model(config.model, in_channels=channels, out_channels=channels,
                         image_size=size,
                         num_classes=10 if config.class_conditional else None, **model_overrides)
-    trainer = Trainer(config, images=latents, labels=labels, model=model)
+    trainer = Trainer(config, images=latents, labels=labels, model=model, device=device)
     save_sidecar(vae, scale_factor, out_dir)
     return trainer
 
 
 def resume_latent_trainer(checkpoint: str | Path, images: np.ndarray,
-                          labels: np.ndarray | None, **overrides: Any) -> Trainer:
-    """`Trainer.resume` of a latent run: re-encodes `images` (the same training images) with
-    the stored VAE and scale factor; `overrides` may change e.g. `steps`."""
+                          labels: np.ndarray | None, device: str | None = None,
+                          **overrides: Any) -> Trainer:
+    """`Trainer.resume` of a latent run on `device`: re-encodes `images` (the same training
+    images) with the stored VAE and scale factor; `overrides` may change e.g. `steps`."""
     vae, scale_factor = read_sidecar(checkpoint)
-    latents, _ = scaled_latents(vae, images, scale_factor)
-    return Trainer.resume(checkpoint, latents, labels, **overrides)
+    latents, _ = scaled_latents(vae.to("cpu" if device is None else device), images,
+                                scale_factor)
+    return Trainer.resume(checkpoint, latents, labels, device=device, **overrides)
 
 
 @dataclass
@@ -115,11 +119,15 @@ class LatentPipeline:
     scale_factor: float
 
 
-def load_latent_pipeline(checkpoint: str | Path, use_ema: bool = True) -> LatentPipeline:
-    """The pipeline of the latent run whose diffusion checkpoint is `checkpoint`."""
+def load_latent_pipeline(checkpoint: str | Path, use_ema: bool = True,
+                         device: str | None = None) -> LatentPipeline:
+    """The pipeline of the latent run whose diffusion checkpoint is `checkpoint`, with the
+    UNet and the VAE on `device` (default the CPU)."""
     vae, scale_factor = read_sidecar(checkpoint)
-    model, schedule, prediction_type, _ = load_for_sampling(checkpoint, use_ema=use_ema)
-    return LatentPipeline(model, schedule, prediction_type, vae, scale_factor)
+    model, schedule, prediction_type, _ = load_for_sampling(checkpoint, use_ema=use_ema,
+                                                            device=device)
+    return LatentPipeline(model, schedule, prediction_type, vae.to(model.device),
+                          scale_factor)
 
 
 def decode_latents(pipeline: LatentPipeline, latents: np.ndarray,
@@ -128,7 +136,8 @@ def decode_latents(pipeline: LatentPipeline, latents: np.ndarray,
     unscaled = latents / np.float32(pipeline.scale_factor)
     with autograd.no_grad():
         images = np.concatenate([pipeline.vae.decode(unscaled[start:start + batch_size])
-                                 .numpy() for start in range(0, len(unscaled), batch_size)])
+                                 .cpu().numpy() for start in range(0, len(unscaled),
+                                                                   batch_size)])
     return np.clip(images, -1.0, 1.0)
 
 

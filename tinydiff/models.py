@@ -251,7 +251,7 @@ class UNet(nn.Module):
         t = np.asarray(t.numpy() if isinstance(t, Tensor) else t)
         features = timestep_embedding(t, self.config.time_embed_dim,
                                       dtype=self.conv_in.weight.dtype)
-        embedding = self.time_mlp(Tensor(features))
+        embedding = self.time_mlp(Tensor(features, device=self.device))
         labels = self.labels(t, class_labels)
         if labels is not None and self.config.context_dim is None:
             embedding = embedding + self.class_embedding(labels)
@@ -265,10 +265,16 @@ class UNet(nn.Module):
         sequence = self.context_embedding(self.labels(np.asarray(t), class_labels))
         return sequence.reshape(-1, self.config.context_tokens, self.config.context_dim)
 
+    @property
+    def device(self):
+        """The device of the UNet's parameters (move them with `.to(device)`)."""
+        return self.conv_in.weight.device
+
     def forward(self, x, t, class_labels=None, observe=None) -> Tensor:
-        """`observe(name, h)`, when given, is called with every block's output (for
-        inspection, e.g. examples/unet_shapes.py)."""
-        x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+        """x (N, C, H, W): a Tensor on the UNet's device, or an array (moved there); t (N,)
+        and class_labels (N,): host int arrays. `observe(name, h)`, when given, is called with
+        every block's output (for inspection, e.g. examples/unet_shapes.py)."""
+        x = x if isinstance(x, Tensor) else Tensor(x, device=self.device)
         self._check_input(x, t)
         observe = observe or (lambda name, h: None)
         embedding = self.embed(t, class_labels)
@@ -318,7 +324,7 @@ class UNet(nn.Module):
         if x.shape[2] % factor or x.shape[3] % factor:
             raise ValueError(f"UNet with {len(self.config.channel_mult)} levels needs H and W "
                              f"divisible by {factor}, got {x.shape[2:]}")
-        t_shape = np.shape(t.numpy() if isinstance(t, Tensor) else t)
+        t_shape = tuple(t.shape) if hasattr(t, "shape") else np.shape(t)
         if t_shape != (x.shape[0],):
             raise ValueError(f"UNet expects t of shape ({x.shape[0]},), got {t_shape}")
 

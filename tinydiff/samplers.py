@@ -5,10 +5,15 @@ timesteps visited, and `step(model_output, t, x_t, generator)` moves x_t to the 
 timestep. Unlike diffusers, the previous timestep is always the next element of `timesteps`
 (then "clean", with alpha_bar = 1), so uneven spacings are exact. `sample()` runs a whole loop.
 
-A model is called as `model(x_t, t, **cond)` with x_t of shape (N, ...) and t an int64 array of
-shape (N,); its output goes through `np.asarray` (autograd Tensors implement `__array__`). The
-loops build no graphs themselves; wrap them in the engine's no_grad. Every random draw uses the
-`numpy.random.Generator` that is passed in; the batch dtype (float32 by default) is kept.
+A model is called as `model(x_t, t, **cond)` with x_t of shape (N, ...) and t a host int64
+array of shape (N,); its output may be an array or a Tensor. The loops build no graphs
+themselves; wrap them in the engine's no_grad. Every random draw uses the
+`numpy.random.Generator` that is passed in (on the host, so a seed gives the same samples on
+every device); the batch dtype (float32 by default) is kept.
+
+Devices: `step` and `model_prediction` compute on the device of x_t (NumPy or CuPy arrays).
+`sample` runs its loop on `device` (default: that of the model's parameters) and returns
+NumPy arrays.
 """
 
 from __future__ import annotations
@@ -20,11 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from autograd.backend import CPU, Device, device_of, get_array_module, to_device
 from tinydiff.diffusion import (
+    array_of,
     check_prediction_type,
     learned_range_log_variance,
     learns_variance,
     predict_x0_and_eps,
+    shape_of,
     split_model_output,
 )
 from tinydiff.schedules import NoiseSchedule
@@ -88,9 +96,10 @@ class Trajectory:
     pred_original_samples: np.ndarray
 
 
-def _cast(value: float, like: np.ndarray) -> np.ndarray:
-    """A float64 scalar coefficient as a 0-d array of `like`'s dtype (no silent promotion)."""
-    return np.asarray(value, dtype=like.dtype)
+def _cast(value: float, like: np.ndarray) -> np.generic:
+    """A float64 scalar coefficient as a NumPy scalar of `like`'s dtype (no silent promotion;
+    a scalar joins an array on any device)."""
+    return like.dtype.type(value)
 
 
 def _posterior_variance(alpha_bar: float, alpha_bar_prev: float) -> float:
@@ -99,9 +108,17 @@ def _posterior_variance(alpha_bar: float, alpha_bar_prev: float) -> float:
 
 
 def _draw_noise(generator: np.random.Generator | None, like: np.ndarray) -> np.ndarray:
+    """N(0, I) of `like`'s shape and dtype, drawn on the host, on `like`'s device."""
     if generator is None:
         raise ValueError("noise is drawn here: pass a numpy.random.Generator (or a seed)")
-    return generator.standard_normal(like.shape, dtype=like.dtype)
+    return to_device(generator.standard_normal(like.shape, dtype=like.dtype), device_of(like))
+
+
+def model_device(model: Any) -> Device:
+    """The device of a model's parameters (the CPU for a model without any)."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return CPU if first is None else first.device
 
 
 class _Sampler:
@@ -155,7 +172,7 @@ class _Sampler:
             self.schedule, x_t, t_batch, model_output, self.prediction_type
         )
         if self.clip_sample:
-            x0 = np.clip(x0, -self.clip_sample_range, self.clip_sample_range)
+            x0 = get_array_module(x0).clip(x0, -self.clip_sample_range, self.clip_sample_range)
             _, eps = predict_x0_and_eps(self.schedule, x_t, t_batch, x0, "sample")
         return x0, eps
 
@@ -218,29 +235,33 @@ class DDPMSampler(_Sampler):
         x_t_coef = math.sqrt(1.0 - beta) * (1.0 - alpha_bar_prev) / (1.0 - alpha_bar)
         prev_sample = _cast(x0_coef, x_t) * x0 + _cast(x_t_coef, x_t) * x_t
         variance = self.variance(alpha_bar, alpha_bar_prev, variance_values)
+        if isinstance(variance, float):
+            variance, std = _cast(variance, x_t), _cast(math.sqrt(variance), x_t)
+        else:
+            variance, std = variance.astype(x_t.dtype), get_array_module(variance).sqrt(
+                variance).astype(x_t.dtype)
         if classifier_gradient is not None:  # Dhariwal & Nichol: mean + Sigma s grad log p(y|x_t)
-            prev_sample = prev_sample + variance.astype(x_t.dtype) * classifier_gradient.astype(
-                x_t.dtype)
+            prev_sample = prev_sample + variance * classifier_gradient.astype(x_t.dtype)
         if self.previous_timestep(t) >= 0:
-            noise = _draw_noise(generator, x_t)
-            prev_sample = prev_sample + np.sqrt(variance).astype(x_t.dtype) * noise
+            prev_sample = prev_sample + std * _draw_noise(generator, x_t)
         return SamplerStep(prev_sample, x0)
 
     def variance(self, alpha_bar: float, alpha_bar_prev: float,
-                 variance_values: np.ndarray | None = None) -> np.ndarray:
-        """Sigma of p(x_prev | x_t) between two timesteps, float64: 0-d, or (N, C, ...) from
-        a learned variance's values. For its log the posterior variance is clamped at 1e-20,
-        as diffusers does (it is 0 on the last step, where no noise is added)."""
+                 variance_values: np.ndarray | None = None) -> float | np.ndarray:
+        """Sigma of p(x_prev | x_t) between two timesteps, float64: a float, or an (N, C, ...)
+        array from a learned variance's values (on their device). For its log the posterior
+        variance is clamped at 1e-20, as diffusers does (it is 0 on the last step, where no
+        noise is added)."""
         beta = 1.0 - alpha_bar / alpha_bar_prev
         posterior_variance = _posterior_variance(alpha_bar, alpha_bar_prev)
         if self.variance_type == "fixed_small":
-            return np.asarray(posterior_variance)
+            return float(posterior_variance)
         if self.variance_type == "fixed_large":
-            return np.asarray(beta)
+            return float(beta)
+        values = array_of(variance_values).astype(np.float64)
         log_variance = learned_range_log_variance(
-            np.asarray(variance_values, dtype=np.float64),
-            math.log(max(posterior_variance, 1e-20)), math.log(beta))
-        return np.exp(log_variance)
+            values, math.log(max(posterior_variance, 1e-20)), math.log(beta))
+        return get_array_module(values).exp(log_variance)
 
 
 class DDIMSampler(_Sampler):
@@ -303,9 +324,9 @@ def _batched_cond(values: Mapping[str, Any], batch: int) -> dict[str, np.ndarray
     """Conditioning kwargs as arrays with leading dimension N (scalars are broadcast)."""
     arrays = {}
     for name, value in values.items():
-        array = np.asarray(value)
+        array = value if hasattr(value, "ndim") else np.asarray(value)
         if array.ndim == 0:
-            array = np.full(batch, array)
+            array = get_array_module(array).full(batch, array)
         if array.shape[0] != batch:
             raise ValueError(f"cond {name!r} has leading dimension {array.shape[0]}, need {batch}")
         arrays[name] = array
@@ -332,8 +353,10 @@ def model_prediction(
     they come from the conditional half, as in GLIDE.
     """
     batch = x_t.shape[0]
+    xp, device = get_array_module(x_t), device_of(x_t)
     if guidance_scale is None:
-        output = np.asarray(model(x_t, np.full(batch, t, dtype=np.int64), **cond))
+        output = to_device(array_of(model(x_t, np.full(batch, t, dtype=np.int64), **cond)),
+                           device)
     else:
         if null_cond is None or set(null_cond) != set(cond) or not cond:
             raise ValueError(
@@ -341,9 +364,9 @@ def model_prediction(
                 "class_labels=labels, null_cond={'class_labels': null_label}"
             )
         conditional, unconditional = _batched_cond(cond, batch), _batched_cond(null_cond, batch)
-        both = {k: np.concatenate([conditional[k], unconditional[k]]) for k in conditional}
+        both = {k: _concatenate(conditional[k], unconditional[k]) for k in conditional}
         t_both = np.full(2 * batch, t, dtype=np.int64)
-        output = np.asarray(model(np.concatenate([x_t, x_t]), t_both, **both))
+        output = to_device(array_of(model(xp.concatenate([x_t, x_t]), t_both, **both)), device)
         if output.shape[:1] != (2 * batch,):
             raise ValueError(f"model output has shape {output.shape}, expected leading {2 * batch}")
         out_cond, out_uncond = output[:batch], output[batch:]
@@ -354,6 +377,11 @@ def model_prediction(
         output = guided
     split_model_output(output, x_t, variance_type)  # checks the shape
     return output.astype(x_t.dtype, copy=False)
+
+
+def _concatenate(a, b):
+    """Two conditioning arrays end to end, on the device of the first (labels: the host)."""
+    return get_array_module(a).concatenate([a, to_device(b, device_of(a))])
 
 
 # ----------------------------------------------------------------------------- user API
@@ -415,6 +443,7 @@ def sample(
     return_trajectory: bool = False,
     trajectory_steps: Sequence[int] | None = None,
     dtype: Any = np.float32,
+    device: str | Device | None = None,
     **cond: Any,
 ) -> np.ndarray | tuple[np.ndarray, Trajectory]:
     """Generate samples of `shape` (N, ...) with `sampler` "ddim" (uses eta) or "ddpm" (uses
@@ -428,6 +457,7 @@ def sample(
 
     `trajectory_steps` are loop indices 0..n-1 to record (default: all) when `return_trajectory`;
     then returns (x0, Trajectory). See `model_prediction` for guidance_scale / null_cond.
+    The loop runs on `device` (default: `model_device(model)`); results are NumPy arrays.
     """
     options: dict[str, Any] = {
         "timestep_spacing": timestep_spacing,
@@ -444,12 +474,13 @@ def sample(
     if generator is None and seed is not None:
         generator = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape)
+    device = model_device(model) if device is None else Device(device)
     if x_T is None:
-        x = _draw_noise(generator, np.empty(shape, dtype=dtype))
+        x = to_device(_draw_noise(generator, np.empty(shape, dtype=dtype)), device)
     else:
-        if tuple(np.shape(x_T)) != shape:
-            raise ValueError(f"x_T has shape {np.shape(x_T)}, expected {shape}")
-        x = np.array(x_T, dtype=dtype)
+        if shape_of(x_T) != shape:
+            raise ValueError(f"x_T has shape {shape_of(x_T)}, expected {shape}")
+        x = to_device(array_of(x_T, dtype), device).copy()
 
     num_steps = len(runner.timesteps)
     recorded = set(range(num_steps) if trajectory_steps is None else trajectory_steps)
@@ -471,14 +502,16 @@ def sample(
             times.append(int(t))
             samples.append(x)
             originals.append(result.pred_original_sample)
+    x = to_device(x, CPU)
     if not return_trajectory:
         return x
+    xp = get_array_module(*samples)
     trajectory = Trajectory(
         timesteps=np.asarray(times, dtype=np.int64),
-        samples=np.stack(samples) if samples else np.empty((0,) + shape, dtype=dtype),
-        pred_original_samples=(
-            np.stack(originals) if originals else np.empty((0,) + shape, dtype=dtype)
-        ),
+        samples=to_device(xp.stack(samples), CPU) if samples else np.empty((0,) + shape,
+                                                                             dtype=dtype),
+        pred_original_samples=(to_device(xp.stack(originals), CPU) if originals
+                               else np.empty((0,) + shape, dtype=dtype)),
     )
     return x, trajectory
 
@@ -486,10 +519,10 @@ def sample(
 def _classifier_gradient(classifier_grad_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
                          x: np.ndarray, t: np.ndarray, scale: float) -> np.ndarray:
     """scale * grad_x log p(y | x_t, t), checked to have x's shape and to be finite."""
-    gradient = np.asarray(classifier_grad_fn(x, t))
+    gradient = to_device(array_of(classifier_grad_fn(x, t)), device_of(x))
     if gradient.shape != x.shape:
         raise ValueError(f"classifier_grad_fn returned shape {gradient.shape}, expected {x.shape}")
-    if not np.all(np.isfinite(gradient)):
+    if not bool(get_array_module(gradient).isfinite(gradient).all()):
         raise ValueError(f"classifier_grad_fn returned a non-finite gradient at t={t[0]}")
     return _cast(float(scale), x) * gradient.astype(x.dtype, copy=False)
 
@@ -504,9 +537,11 @@ def ddim_invert(
     num_fixed_point_iterations: int = 0,
     guidance_scale: float | None = None,
     null_cond: Mapping[str, Any] | None = None,
+    device: str | Device | None = None,
     **cond: Any,
 ) -> np.ndarray:
-    """Run deterministic DDIM (eta = 0, no clipping) backwards: x0 (N, ...) -> x_T (N, ...).
+    """Run deterministic DDIM (eta = 0, no clipping) backwards: x0 (N, ...) -> x_T (N, ...),
+    on `device` (default: the model's); returns a NumPy array.
 
     Each step solves the DDIM update x_prev = f(x_t) for x_t. With 0 fixed-point iterations the
     model is evaluated at (x_prev, t), the usual approximation; each extra iteration re-evaluates
@@ -522,7 +557,8 @@ def ddim_invert(
         prediction_type=prediction_type,
         clip_sample=False,
     )
-    x = np.array(x0)
+    device = model_device(model) if device is None else Device(device)
+    x = to_device(array_of(x0), device).copy()
     for t in runner.timesteps[::-1]:
         alpha_bar, alpha_bar_prev = runner.alpha_bars(int(t))
         x_prev, estimate = x, x
@@ -537,4 +573,4 @@ def ddim_invert(
                 _cast(math.sqrt(alpha_bar), x) * x0_hat + _cast(math.sqrt(1.0 - alpha_bar), x) * eps
             )
         x = estimate
-    return x
+    return to_device(x, CPU)

@@ -3,7 +3,13 @@ checkpoints that hold everything needed to resume bit-exactly or to sample.
 
 A checkpoint (`ckpt.npz`, written atomically by `autograd.save`) holds the model config and
 weights, the EMA weights, optimizer and learning-rate state, the diffusion config, the data
-order, every random generator's state, the step and the loss history.
+order, every random generator's state, the step and the loss history. It is the same file
+whatever device trained it (arrays are stored from the host), so a run trained on a GPU
+samples or resumes on the CPU, and back.
+
+On a GPU a training step never waits for the device: the loss stays there, and the loop reads
+the losses of the last `LOSS_READ_EVERY` steps in one transfer (then checks they are finite,
+records them and updates the progress bar), and before every checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import numpy as np
 
 import autograd
 from autograd import nn, optim
+from autograd.backend import CPU, Device, to_device
 from autograd.nn.parallel import Replicas
 from autograd.optim import lr_scheduler
 from autograd.random import default_generator
@@ -29,6 +36,7 @@ from tinydiff.schedules import NoiseSchedule
 from tinydiff.timestep_sampling import TIMESTEP_SAMPLERS, LossSecondMomentResampler
 
 CHECKPOINT_FORMAT = "tinydiff-checkpoint-v1"
+LOSS_READ_EVERY = 25  # steps between reads of the loss from the device (see the docstring)
 
 
 @dataclass
@@ -101,7 +109,8 @@ class TrainConfig:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stopped without saving the bad state."""
+    """The loss became NaN or infinite; training stopped without saving the bad state (the
+    losses are checked when read, at the latest before each checkpoint is written)."""
 
 
 def make_schedule(config: TrainConfig) -> NoiseSchedule:
@@ -114,9 +123,13 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, images: np.ndarray | None = None,
                  labels: np.ndarray | None = None, model: UNet | None = None,
-                 workers: int | None = None) -> None:
-        """`workers`: threads for the batch slices (default: autograd's thread count)."""
+                 workers: int | None = None, device: str | Device | None = None) -> None:
+        """`workers`: CPU threads for the batch slices (default: autograd's thread count);
+        `device`: where the model trains ("cpu" default, "cuda"; the model is moved there).
+        On the CPU the slices run on worker threads; on a GPU one after another. The result
+        is the same either way."""
         self.config = config
+        self.device = CPU if device is None else Device(device)
         self.workers = workers or autograd.get_num_threads()
         if images is None:
             images, labels = load_mnist("train", data_dir=config.data_dir)
@@ -127,14 +140,14 @@ class Trainer:
             out_channels = 2 * channels if learns_variance(config.variance_type) else channels
             model = build_model(config.model, num_classes=num_classes, in_channels=channels,
                                 out_channels=out_channels)
-        self.model = model
+        self.model = model.to(self.device)
         if self.model.config.image_size != images.shape[-1]:
             raise ValueError(f"model {config.model!r} expects {self.model.config.image_size}px "
                              f"images, the data has {images.shape[-1]}px")
         self.schedule = make_schedule(config)
         self.parameters = list(self.model.parameters())
-        self.replicas = Replicas(self.model, config.batch_slices) if config.batch_slices > 1 \
-            else None
+        self.replicas = (Replicas(self.model, config.batch_slices)
+                         if config.batch_slices > 1 and self.device == CPU else None)
         self.optimizer = optim.AdamW(self.parameters, lr=config.lr,
                                      weight_decay=config.weight_decay)
         if config.lr_schedule == "cosine":
@@ -153,13 +166,17 @@ class Trainer:
                                  if config.timestep_sampler == "loss-second-moment" else None)
         self.step = 0
         self.history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
+        self._unread: list[tuple[int, autograd.Tensor, float]] = []  # (step, loss, lr)
 
     # ---- one step -----------------------------------------------------------------------
 
-    def train_step(self) -> float:
-        """One optimizer step on one batch; returns the loss."""
+    def train_step(self) -> autograd.Tensor:
+        """One optimizer step on one batch; returns the loss, a 0-d float64 tensor on the
+        training device (reading it, e.g. `float(loss)`, waits for the device). The loss
+        enters `history` and is checked for NaN when `read_losses` runs."""
         config = self.config
         x0, labels = next(self.batches)
+        x0 = to_device(x0, self.device)
         cond = {}
         if config.class_conditional:
             dropped = self.generator.random(labels.shape) < config.label_dropout
@@ -171,11 +188,11 @@ class Trainer:
         t = weights = None
         if self.timestep_sampler is not None:
             t, weights = self.timestep_sampler.sample(len(x0), self.generator)
-        slices = 1 if self.replicas is None else config.batch_slices
+        slices = config.batch_slices
         size = len(x0) // slices
         # slice i draws its noise (and t) from its own generator, seeded in order here
         seeds = self.generator.integers(0, 2**63, size=slices) if slices > 1 else None
-        sample_losses: list[np.ndarray | None] = [None] * slices
+        sample_losses: list[Any] = [None] * slices
 
         def slice_loss(i: int):
             part = slice(i * size, (i + 1) * size)
@@ -192,21 +209,21 @@ class Trainer:
 
             return loss
 
-        if self.replicas is None:
-            loss = slice_loss(0)(self.model)
+        if self.replicas is None:  # the slices one after another, gradients summed in order
             self.optimizer.zero_grad()
-            loss.backward()
-            value = loss.item()
+            loss = None
+            for i in range(slices):
+                part = slice_loss(i)(self.model)
+                part.backward()
+                part = part.detach().double()
+                loss = part if loss is None else loss + part
         else:
-            value = sum(self.replicas.backward([slice_loss(i) for i in range(slices)],
-                                               self.workers))
-        if not math.isfinite(value):
-            raise NonFiniteLossError(
-                f"the loss became {value} at step {self.step + 1}; training stopped and the "
-                "last checkpoint was kept. Try a lower --lr or a smaller --grad-clip."
-            )
-        if self.timestep_sampler is not None:
-            self.timestep_sampler.update(t, np.concatenate(sample_losses))
+            values = self.replicas.backward([slice_loss(i) for i in range(slices)],
+                                            self.workers)
+            loss = autograd.tensor(sum(values), dtype=autograd.float64)
+        if self.timestep_sampler is not None:  # reads the per-sample losses on the host
+            self.timestep_sampler.update(t, np.concatenate([to_device(s, CPU)
+                                                            for s in sample_losses]))
         if config.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.parameters, config.grad_clip)
         lr = self.optimizer.param_groups[0]["lr"]
@@ -214,9 +231,24 @@ class Trainer:
         self.lr_scheduler.step()
         self.ema.step(self.parameters)
         self.step += 1
-        for key, item in (("step", self.step), ("loss", value), ("lr", lr)):
-            self.history[key].append(item)
-        return value
+        self._unread.append((self.step, loss, lr))
+        return loss
+
+    def read_losses(self) -> None:
+        """Move the losses of the steps since the last read to the host (one transfer),
+        check them and append them to `history`; NonFiniteLossError at the first NaN/inf."""
+        if not self._unread:
+            return
+        steps, losses, lrs = zip(*self._unread)
+        self._unread = []
+        values = autograd.stack(list(losses)).cpu().numpy().tolist()
+        for step, value, lr in zip(steps, values, lrs):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"the loss became {value} at step {step}; training stopped and the last "
+                    "checkpoint was kept. Try a lower --lr or a smaller --grad-clip.")
+            for key, item in (("step", step), ("loss", value), ("lr", lr)):
+                self.history[key].append(item)
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -234,12 +266,16 @@ class Trainer:
         smoothed, started, start_step = None, time.perf_counter(), self.step
         try:
             while self.step < total:
-                loss = self.train_step()
-                smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
-                rate = (self.step - start_step) * self.config.batch_size / max(
-                    time.perf_counter() - started, 1e-9)
-                bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{rate:.0f}")
+                self.train_step()
                 bar.update(1)
+                if self.step % LOSS_READ_EVERY == 0 or self.step == total:
+                    read = len(self.history["loss"])
+                    self.read_losses()
+                    for loss in self.history["loss"][read:]:
+                        smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
+                    rate = (self.step - start_step) * self.config.batch_size / max(
+                        time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{rate:.0f}")
                 if self.step % self.config.checkpoint_every == 0 or self.step == total:
                     self.save(out_dir)
         finally:
@@ -247,7 +283,9 @@ class Trainer:
         return out_dir / "ckpt.npz"
 
     def save(self, out_dir: Path) -> None:
-        """Write ckpt.npz (and ckpt-STEP.npz if asked), the loss CSV and its plot."""
+        """Write ckpt.npz (and ckpt-STEP.npz if asked), the loss CSV and its plot (after
+        reading and checking the losses not yet read)."""
+        self.read_losses()
         save_checkpoint(self, out_dir / "ckpt.npz")
         if self.config.keep_checkpoints:
             save_checkpoint(self, out_dir / f"ckpt-{self.step:07d}.npz")
@@ -259,6 +297,7 @@ class Trainer:
     # ---- state --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        self.read_losses()
         return {
             "format": CHECKPOINT_FORMAT,
             "train_config": asdict(self.config),
@@ -293,12 +332,14 @@ class Trainer:
 
     @classmethod
     def resume(cls, path: str | Path, images: np.ndarray | None = None,
-               labels: np.ndarray | None = None, **overrides: Any) -> Trainer:
-        """Continue the run saved at `path`; `overrides` may change e.g. `steps`."""
+               labels: np.ndarray | None = None, device: str | Device | None = None,
+               **overrides: Any) -> Trainer:
+        """Continue the run saved at `path` on `device` (any device, whichever trained it);
+        `overrides` may change e.g. `steps`."""
         state = read_checkpoint(path)
         config = TrainConfig.from_dict({**state["train_config"], **overrides})
         model = build_model(state["model_config"])
-        trainer = cls(config, images, labels, model=model)
+        trainer = cls(config, images, labels, model=model, device=device)
         trainer.load_state_dict(state)
         return trainer
 
@@ -334,11 +375,13 @@ def checkpoint_variance_type(state: dict[str, Any]) -> str:
     return state["train_config"].get("variance_type", "fixed_small")
 
 
-def load_for_sampling(path: str | Path, use_ema: bool = True):
-    """(model in eval mode holding EMA weights, schedule, prediction_type, checkpoint);
-    `checkpoint_variance_type(checkpoint)` says what its model outputs."""
+def load_for_sampling(path: str | Path, use_ema: bool = True,
+                      device: str | Device | None = None):
+    """(model in eval mode holding EMA weights, on `device` (default the CPU), schedule,
+    prediction_type, checkpoint); `checkpoint_variance_type(checkpoint)` says what its model
+    outputs."""
     state = read_checkpoint(path)
-    model = build_model(state["model_config"])
+    model = build_model(state["model_config"]).to(CPU if device is None else Device(device))
     model.load_state_dict(state["model"])
     if use_ema:
         ema = optim.EMAModel(model.parameters())

@@ -128,10 +128,15 @@ class VAE(nn.Module):
         self.decoder_norm = nn.GroupNorm(groups, current)
         self.decoder_out = nn.Conv2d(current, config.in_channels, 3, padding=1)
 
+    @property
+    def device(self):
+        """The device of the VAE's parameters (move them with `.to(device)`)."""
+        return self.encoder_in.weight.device
+
     def encode(self, x) -> tuple[Tensor, Tensor]:
         """The posterior's mean and log-variance (clamped to [-30, 20], as Stable
-        Diffusion's), each (N, *latent_shape)."""
-        x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
+        Diffusion's), each (N, *latent_shape); arrays are moved to the VAE's device."""
+        x = x if isinstance(x, Tensor) else Tensor(x, device=self.device)
         config = self.config
         size = config.image_size
         if x.ndim != 4 or x.shape[1:] != (config.in_channels, size, size):
@@ -149,8 +154,8 @@ class VAE(nn.Module):
 
     def decode(self, z) -> Tensor:
         """Images (N, in_channels, image_size, image_size) from latents (N, *latent_shape);
-        not clipped to [-1, 1]."""
-        z = z if isinstance(z, Tensor) else Tensor(np.asarray(z))
+        not clipped to [-1, 1]; arrays are moved to the VAE's device."""
+        z = z if isinstance(z, Tensor) else Tensor(z, device=self.device)
         if z.ndim != 4 or z.shape[1:] != self.config.latent_shape:
             expected = ", ".join(map(str, self.config.latent_shape))
             raise ValueError(f"VAE.decode expects latents (N, {expected}), got {z.shape}")
@@ -173,7 +178,7 @@ def sample_posterior(mean: Tensor, logvar: Tensor, generator: np.random.Generato
     """z = mean + exp(logvar / 2) * eps with eps ~ N(0, I) from `generator` (the
     reparameterisation: gradients flow to mean and logvar)."""
     eps = generator.standard_normal(mean.shape).astype(mean.dtype)
-    return mean + (logvar * 0.5).exp() * Tensor(eps)
+    return mean + (logvar * 0.5).exp() * Tensor(eps, device=mean.device)
 
 
 def kl_divergence(mean: Tensor, logvar: Tensor) -> Tensor:
@@ -191,7 +196,7 @@ def vae_loss(vae: VAE, images: np.ndarray, generator: np.random.Generator,
     """(loss, reconstruction, kl) on a batch: loss = reconstruction + kl_weight * kl, with
     reconstruction the per-image sum of squared errors and kl the per-image KL, both
     averaged over the batch."""
-    x = Tensor(np.ascontiguousarray(images))
+    x = Tensor(np.ascontiguousarray(images), device=vae.device)
     reconstruction, mean, logvar = vae(x, generator)
     squared = F.mse_loss(reconstruction, x, reduction="sum") / len(images)
     kl = kl_divergence(mean, logvar).mean()
@@ -200,17 +205,19 @@ def vae_loss(vae: VAE, images: np.ndarray, generator: np.random.Generator,
 
 def train_vae(images: np.ndarray, steps: int, batch_size: int = 32, lr: float = 2e-3,
               kl_weight: float = 1e-3, seed: int = 0, progress: bool = True,
-              config: VAEConfig | None = None) -> tuple[VAE, dict[str, list[float]]]:
+              config: VAEConfig | None = None,
+              device: str | None = None) -> tuple[VAE, dict[str, list[float]]]:
     """Train a VAE on images (N, 1, 28, 28) in [-1, 1] with AdamW, linear warm-up and cosine
-    decay; returns it in eval mode and the history {step, loss, reconstruction, kl,
-    seconds}. Initialisation, batch order and posterior samples all follow `seed`."""
+    decay, on `device` (default the CPU); returns it in eval mode and the history {step,
+    loss, reconstruction, kl, seconds}. Initialisation, batch order and posterior samples
+    all follow `seed`."""
     from tqdm.auto import tqdm
 
     if steps < 1 or batch_size < 1 or not lr > 0 or kl_weight < 0:
         raise ValueError(f"train_vae needs steps >= 1, batch_size >= 1, lr > 0 and "
                          f"kl_weight >= 0; got {steps}, {batch_size}, {lr}, {kl_weight}")
     autograd.manual_seed(seed)  # the layers' initialisation draws from it
-    vae = VAE(config)
+    vae = VAE(config).to("cpu" if device is None else device)
     parameters = list(vae.parameters())
     optimizer = optim.AdamW(parameters, lr=lr, weight_decay=0.0)
     schedule = optim.lr_scheduler.get_cosine_schedule_with_warmup(
@@ -242,7 +249,7 @@ def reconstruct(vae: VAE, images: np.ndarray, batch_size: int = 500) -> np.ndarr
     """decode(posterior mean) of images (N, 1, 28, 28), in batches, without a graph."""
     with autograd.no_grad():
         return np.concatenate([
-            vae.decode(vae.encode(images[start:start + batch_size])[0]).numpy()
+            vae.decode(vae.encode(images[start:start + batch_size])[0]).cpu().numpy()
             for start in range(0, len(images), batch_size)])
 
 
@@ -255,8 +262,9 @@ def evaluate_vae(vae: VAE, images: np.ndarray, batch_size: int = 500) -> dict[st
         for start in range(0, len(images), batch_size):
             x = images[start:start + batch_size]
             mean, logvar = vae.encode(x)
-            squared += float(np.sum((vae.decode(mean).numpy() - x) ** 2, dtype=np.float64))
-            kl += float(np.sum(kl_divergence(mean, logvar).numpy(), dtype=np.float64))
+            squared += float(np.sum((vae.decode(mean).cpu().numpy() - x) ** 2,
+                                    dtype=np.float64))
+            kl += float(np.sum(kl_divergence(mean, logvar).cpu().numpy(), dtype=np.float64))
     return {"mse": squared / images.size, "kl_per_dim": kl / len(images) / math.prod(
         vae.config.latent_shape)}
 

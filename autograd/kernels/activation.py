@@ -1,5 +1,6 @@
 """Sigmoid and SiLU as compiled ufuncs: one pass over memory instead of NumPy's three or
-four temporaries (SiLU runs on every UNet activation). Each has a NumPy reference.
+four temporaries (SiLU runs on every UNet activation); on the GPU, the element-wise kernels
+of `cuda/activation.cu`. Each has a reference written against the array module.
 
 1 / (1 + exp(-x)) is accurate for every x: for very negative x, exp(-x) overflows to inf
 and the result is 0 (SiLU gives -0.0), which is the limit; nothing is NaN.
@@ -16,7 +17,8 @@ import math
 import numba
 import numpy as np
 
-from autograd.kernels import use_reference_kernels
+from autograd.backend import get_array_module
+from autograd.kernels import elementwise
 
 _UNARY = ["float32(float32)", "float64(float64)"]
 _BINARY = ["float32(float32, float32)", "float64(float64, float64)"]
@@ -82,39 +84,35 @@ def sigmoid_into(y, out, times_y=False):
             out[i] = s * y[i] if times_y else s
 
 
-def sigmoid_reference(x: np.ndarray) -> np.ndarray:
+def sigmoid_reference(x):
     with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-x))
+        return 1 / (1 + get_array_module(x).exp(-x))
 
 
-def silu_reference(x: np.ndarray) -> np.ndarray:
+def silu_reference(x):
     return x * sigmoid_reference(x)
 
 
-def silu_backward_reference(x: np.ndarray, grad: np.ndarray) -> np.ndarray:
+def silu_backward_reference(x, grad):
     s = sigmoid_reference(x)
     return grad * s * (1 + x * (1 - s))
 
 
-def sigmoid(x: np.ndarray) -> np.ndarray:
+# ---- dispatch ------------------------------------------------------------------------------
+
+
+def sigmoid(x):
     """1 / (1 + exp(-x)) elementwise, in x's dtype and memory layout."""
-    if use_reference_kernels():
-        return sigmoid_reference(x)
-    with np.errstate(over="ignore"):  # exp(-x) = inf is the intended limit
-        return _sigmoid_kernel(x)
+    return elementwise(_sigmoid_kernel, ("activation.cu", "sigmoid_forward"), sigmoid_reference,
+                       x)
 
 
-def silu(x: np.ndarray) -> np.ndarray:
+def silu(x):
     """x * sigmoid(x)."""
-    if use_reference_kernels():
-        return silu_reference(x)
-    with np.errstate(over="ignore"):
-        return _silu_kernel(x)
+    return elementwise(_silu_kernel, ("activation.cu", "silu_forward"), silu_reference, x)
 
 
-def silu_backward(x: np.ndarray, grad: np.ndarray) -> np.ndarray:
+def silu_backward(x, grad):
     """grad * d silu(x) / dx, for x and grad of one dtype (broadcasting)."""
-    if use_reference_kernels():
-        return silu_backward_reference(x, grad)
-    with np.errstate(over="ignore"):
-        return _silu_backward_kernel(x, grad)
+    return elementwise(_silu_backward_kernel, ("activation.cu", "silu_backward"),
+                       silu_backward_reference, x, grad)

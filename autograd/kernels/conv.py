@@ -1,13 +1,15 @@
 """im2col and col2im, channels-last: the copies around a convolution's matrix product
-(numba, with a plain-NumPy reference beside each).
+(numba on the CPU, CUDA C on the GPU: `kernels/cuda/conv.cu`), each beside a reference
+written once against the array module.
 
 Layout: for x of shape (N, H, W, C), the columns are an (N * ho * wo, kh * kw * C) matrix
 whose row (n, y, x) is the receptive field of output pixel (y, x) of image n, tap (i, j)
 then channel c, so `cols @ weight (kh * kw * C, O)` is the output, channels-last. In this
 layout each tap copies C contiguous values (NCHW would copy wo values per tap and row, and
 was 3-4x slower here). im2col pads on the fly (the padded input never exists); col2im is
-its adjoint, a scatter-add back to (N, H, W, C). Convolution, its gradients, the
-transposed convolution and pooling all use these two.
+its adjoint, a scatter-add back to (N, H, W, C) (on the GPU a gather: one thread per input
+value sums the column entries that read it, with no atomics). Convolution, its gradients,
+the transposed convolution and pooling all use these two.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from autograd.kernels import use_reference_kernels
+from autograd.backend import get_array_module
+from autograd.kernels import cuda, kernel_backend
 
 # OpenBLAS threads spin for a while after each matrix product; a numba parallel region
 # started then fights them for the 2 cores (measured: 8 ms stalls). Compiled kernels
@@ -89,7 +92,7 @@ def _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, out):
                                 out[b, iy, ix, k] += cols[row, start + k]
 
 
-# ---- plain references ---------------------------------------------------------------------
+# ---- references (NumPy or CuPy) -----------------------------------------------------------
 
 
 def _padding_extents(window: Window, size: tuple[int, int]) -> list[tuple[int, int]]:
@@ -110,12 +113,13 @@ def _tap(window: Window, i: int, j: int) -> tuple[slice, slice, slice]:
 
 
 def im2col_reference(x: np.ndarray, window: Window, pad_value: float = 0.0) -> np.ndarray:
-    """x (N, H, W, C) -> cols (N * ho * wo, kh * kw * C), with np.pad and strided slices."""
+    """x (N, H, W, C) -> cols (N * ho * wo, kh * kw * C), with pad and strided slices."""
+    xp = get_array_module(x)
     n, h, w, c = x.shape
     (kh, kw), (ho, wo) = window.kernel, window.output
-    padded = np.pad(x, [(0, 0), *_padding_extents(window, (h, w)), (0, 0)],
+    padded = xp.pad(x, [(0, 0), *_padding_extents(window, (h, w)), (0, 0)],
                     constant_values=pad_value)
-    cols = np.empty((n, ho, wo, kh, kw, c), x.dtype)
+    cols = xp.empty((n, ho, wo, kh, kw, c), x.dtype)
     for i in range(kh):
         for j in range(kw):
             cols[:, :, :, i, j] = padded[(slice(None), *_tap(window, i, j))]
@@ -126,15 +130,58 @@ def col2im_reference(cols: np.ndarray, input_shape: tuple[int, ...],
                      window: Window) -> np.ndarray:
     """The adjoint of im2col: cols (N * ho * wo, kh * kw * C) -> (N, H, W, C), adding up
     every tap that read a pixel."""
+    xp = get_array_module(cols)
     n, h, w, c = input_shape
     (kh, kw), (ho, wo) = window.kernel, window.output
     (top, bottom), (left, right) = _padding_extents(window, (h, w))
-    padded = np.zeros((n, top + h + bottom, left + w + right, c), cols.dtype)
+    padded = xp.zeros((n, top + h + bottom, left + w + right, c), cols.dtype)
     taps = cols.reshape(n, ho, wo, kh, kw, c)
     for i in range(kh):
         for j in range(kw):
             padded[(slice(None), *_tap(window, i, j))] += taps[:, :, :, i, j]
     return padded[:, top:top + h, left:left + w].copy()
+
+
+# ---- CUDA launchers -----------------------------------------------------------------------
+
+
+INT_LIMIT = 2**31 - 1  # the kernels index within an image (and a row of columns) with ints
+
+
+def _geometry(shape: tuple[int, ...], window: Window) -> tuple[np.int64, ...]:
+    """n, h, w, c, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo: the CUDA kernels' long longs."""
+    n, h, w, c = shape
+    (kh, kw), (ph, pw), (dh, dw) = window.kernel, window.padding, window.dilation
+    extents = (h * w * c, kh * kw * c, window.output[0] * window.output[1],
+               h + ph + kh * dh, w + pw + kw * dw)
+    if max(extents) > INT_LIMIT:
+        raise ValueError(f"im2col / col2im on the GPU: an image of {h}x{w}x{c} values or a "
+                         f"row of {kh * kw * c} columns is too large for the kernels' int "
+                         f"indices (at most {INT_LIMIT} per image)")
+    return tuple(np.int64(v) for v in (*shape, *window.scalars()))
+
+
+def _im2col_cuda(x, window: Window, pad_value: float):
+    xp = get_array_module(x)
+    n, c = x.shape[0], x.shape[3]
+    (kh, kw), (ho, wo) = window.kernel, window.output
+    cols = xp.empty((n * ho * wo, kh * kw * c), x.dtype)
+    kernel = cuda.kernel("conv.cu", "im2col", x.dtype)
+    kernel((cuda.blocks(cols.size),), (cuda.THREADS,),
+           (x, cols, *_geometry(x.shape, window), x.dtype.type(pad_value)))
+    return cols
+
+
+def _col2im_cuda(cols, input_shape: tuple[int, ...], window: Window, out):
+    xp = get_array_module(cols)
+    image = out if out is not None and out.flags.c_contiguous else xp.empty(input_shape,
+                                                                            cols.dtype)
+    kernel = cuda.kernel("conv.cu", "col2im", cols.dtype)
+    kernel((cuda.blocks(image.size),), (cuda.THREADS,),
+           (cols, image, *_geometry(tuple(input_shape), window)))
+    if out is not None and image is not out:
+        out[...] = image
+    return out if out is not None else image
 
 
 # ---- dispatch -----------------------------------------------------------------------------
@@ -143,33 +190,39 @@ def col2im_reference(cols: np.ndarray, input_shape: tuple[int, ...],
 def _kernel_operand(array: np.ndarray) -> np.ndarray:
     if array.dtype not in (np.float32, np.float64):
         raise TypeError(f"conv kernels take float32 or float64 arrays, got {array.dtype}")
-    return np.ascontiguousarray(array)
+    return get_array_module(array).ascontiguousarray(array)
 
 
 def im2col(x: np.ndarray, window: Window, pad_value: float = 0.0) -> np.ndarray:
     """x (N, H, W, C) -> cols (N * ho * wo, kh * kw * C): row (n, y, x) holds what kernel
     taps (i, j) read for output pixel (y, x), `pad_value` outside x."""
-    if use_reference_kernels():
-        return im2col_reference(x, window, pad_value)
-    x = _kernel_operand(x)
-    n, c = x.shape[0], x.shape[3]
-    (kh, kw), (ho, wo) = window.kernel, window.output
-    cols = np.empty((n * ho * wo, kh * kw * c), x.dtype)
-    _im2col_kernel(x, *window.scalars(), pad_value, cols)
-    return cols
+    backend = kernel_backend(x)
+    if backend == "numba":
+        x = _kernel_operand(x)
+        n, c = x.shape[0], x.shape[3]
+        (kh, kw), (ho, wo) = window.kernel, window.output
+        cols = np.empty((n * ho * wo, kh * kw * c), x.dtype)
+        _im2col_kernel(x, *window.scalars(), pad_value, cols)
+        return cols
+    if backend == "cuda":
+        return _im2col_cuda(_kernel_operand(x), window, pad_value)
+    return im2col_reference(x, window, pad_value)
 
 
 def col2im(cols: np.ndarray, input_shape: tuple[int, ...], window: Window,
            out: np.ndarray | None = None) -> np.ndarray:
     """The adjoint of im2col: cols (N * ho * wo, kh * kw * C) -> (N, H, W, C), written into
-    `out` (C-contiguous, cols' dtype) when given."""
-    if use_reference_kernels():
-        image = col2im_reference(cols, input_shape, window)
-        if out is None:
-            return image
-        out[...] = image
+    `out` (C-contiguous, cols' dtype, on cols' device) when given."""
+    backend = kernel_backend(cols)
+    if backend == "numba":
+        cols = _kernel_operand(cols)
+        out = np.empty(input_shape, cols.dtype) if out is None else out
+        _col2im_kernel(cols, *window.scalars(), out)
         return out
-    cols = _kernel_operand(cols)
-    out = np.empty(input_shape, cols.dtype) if out is None else out
-    _col2im_kernel(cols, *window.scalars(), out)
+    if backend == "cuda":
+        return _col2im_cuda(_kernel_operand(cols), input_shape, window, out)
+    image = col2im_reference(cols, input_shape, window)
+    if out is None:
+        return image
+    out[...] = image
     return out

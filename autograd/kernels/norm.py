@@ -1,4 +1,5 @@
-"""Fused group normalisation (numba), forward and backward, each beside a NumPy reference.
+"""Fused group normalisation, forward and backward: numba on the CPU, CUDA C on the GPU
+(`kernels/cuda/norm.cu`), each beside a reference written once against the array module.
 
 Layout: x is (N, C, M) contiguous, C split into G groups of C // G channels; each (n, g)
 group of (C // G) * M values is normalised with its own mean and biased variance, then
@@ -15,6 +16,10 @@ one for channels-last input ((N, M, C) memory, as convolutions leave it; one sam
 iteration, channels innermost so the loops vectorise). The channels-last family can also
 apply SiLU to the output (`silu=True`: y -> y * sigmoid(y)), the UNet's GroupNorm -> SiLU
 in one pass; its backward recomputes y from x instead of saving it.
+
+On the GPU one kernel family takes the element strides of n, c and m, so it reads either
+layout in place (one block per (n, g) group, sums in double in shared memory); y and dx
+come back in x's layout, as on the CPU.
 """
 
 from __future__ import annotations
@@ -22,19 +27,21 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from autograd.kernels import use_reference_kernels
+from autograd.backend import get_array_module
+from autograd.kernels import cuda, kernel_backend
 from autograd.kernels.activation import sigmoid_into, silu_backward_reference, silu_reference
 
-# ---- references (plain NumPy) --------------------------------------------------------------
+# ---- references (NumPy or CuPy) ------------------------------------------------------------
 
 
 def group_norm_forward_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
                                  num_groups: int, eps: float):
     """x: (N, C, M), weight/bias: (C,) -> (y (N, C, M), mean (N, G), rstd (N, G))."""
+    xp = get_array_module(x)
     n, c, m = x.shape
     grouped = x.reshape(n, num_groups, (c // num_groups) * m).astype(np.float64)
     mean = grouped.mean(axis=2)
-    rstd = 1.0 / np.sqrt(grouped.var(axis=2) + eps)
+    rstd = 1.0 / xp.sqrt(grouped.var(axis=2) + eps)
     xhat = ((grouped - mean[:, :, None]) * rstd[:, :, None]).reshape(n, c, m)
     y = xhat * weight[None, :, None] + bias[None, :, None]
     return y.astype(x.dtype), mean.astype(x.dtype), rstd.astype(x.dtype)
@@ -290,16 +297,40 @@ def _layout(x: np.ndarray, name: str) -> str:
 
 def _as_channels_last(x: np.ndarray) -> np.ndarray:
     """x (N, C, M) as an (N, M, C) C-contiguous array (a view when its memory is already)."""
-    return np.ascontiguousarray(x.transpose(0, 2, 1))
+    return get_array_module(x).ascontiguousarray(x.transpose(0, 2, 1))
 
 
 def group_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, num_groups: int,
                        eps: float, silu: bool = False):
     """x: (N, C, M), weight/bias: (C,) in x's dtype -> (y, mean (N, G), rstd (N, G)); with
     `silu`, y is silu(group_norm(x)). Channels-last input gives channels-last y."""
-    if use_reference_kernels():
-        y, mean, rstd = group_norm_forward_reference(x, weight, bias, num_groups, eps)
-        return (silu_reference(y) if silu else y), mean, rstd
+    backend = kernel_backend(x)
+    if backend == "numba":
+        return _forward_numba(x, weight, bias, num_groups, eps, silu)
+    if backend == "cuda":
+        return _forward_cuda(x, weight, bias, num_groups, eps, silu)
+    y, mean, rstd = group_norm_forward_reference(x, weight, bias, num_groups, eps)
+    return (silu_reference(y) if silu else y), mean, rstd
+
+
+def group_norm_backward(grad: np.ndarray, x: np.ndarray, mean: np.ndarray, rstd: np.ndarray,
+                        weight: np.ndarray, num_groups: int, bias: np.ndarray | None = None,
+                        silu: bool = False):
+    """(dx (N, C, M), dweight (C,), dbias (C,)) for upstream `grad` (N, C, M); with `silu`
+    (and `bias`), of silu(group_norm(x)). dx has x's layout."""
+    if silu and bias is None:
+        raise ValueError("group_norm_backward with silu needs the bias to recompute y")
+    backend = kernel_backend(x)
+    if backend == "numba":
+        return _backward_numba(grad, x, mean, rstd, weight, num_groups, bias, silu)
+    if backend == "cuda":
+        return _backward_cuda(grad, x, mean, rstd, weight, num_groups, bias, silu)
+    if silu:
+        grad = _silu_gradient_reference(grad, x, mean, rstd, weight, bias, num_groups)
+    return group_norm_backward_reference(grad, x, mean, rstd, weight, num_groups)
+
+
+def _forward_numba(x, weight, bias, num_groups, eps, silu):
     layout = _layout(x, "x")
     weight, bias = (np.ascontiguousarray(a, dtype=x.dtype) for a in (weight, bias))
     mean = np.empty((x.shape[0], num_groups), x.dtype)
@@ -317,17 +348,7 @@ def group_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, num_
     return out, mean, rstd
 
 
-def group_norm_backward(grad: np.ndarray, x: np.ndarray, mean: np.ndarray, rstd: np.ndarray,
-                        weight: np.ndarray, num_groups: int, bias: np.ndarray | None = None,
-                        silu: bool = False):
-    """(dx (N, C, M), dweight (C,), dbias (C,)) for upstream `grad` (N, C, M); with `silu`
-    (and `bias`), of silu(group_norm(x))."""
-    if silu and bias is None:
-        raise ValueError("group_norm_backward with silu needs the bias to recompute y")
-    if use_reference_kernels():
-        if silu:
-            grad = _silu_gradient_reference(grad, x, mean, rstd, weight, bias, num_groups)
-        return group_norm_backward_reference(grad, x, mean, rstd, weight, num_groups)
+def _backward_numba(grad, x, mean, rstd, weight, num_groups, bias, silu):
     layout = _layout(x, "x")
     _layout(grad, "grad")
     grad = grad.astype(x.dtype, copy=False)
@@ -356,3 +377,78 @@ def group_norm_backward(grad: np.ndarray, x: np.ndarray, mean: np.ndarray, rstd:
     dweight = (sum_dy_xc * group_rstd).sum(axis=0)  # dw[c] = sum_n rstd * sum dy (x - mu)
     dbias = sum_dy.sum(axis=0)
     return grad_x, dweight.astype(x.dtype), dbias.astype(x.dtype)
+
+
+# ---- CUDA launchers ------------------------------------------------------------------------
+# Every array of one launch has x's layout; the kernels get its element strides.
+
+NORM_THREADS = 256  # threads per (n, g) block: NORM_THREADS of norm.cu, its shared arrays
+
+
+def _memory(a, channels_last: bool):
+    """a (N, C, M) as the C-contiguous array holding it in the given layout: (N, M, C) for
+    channels-last, (N, C, M) otherwise (a itself, or a view of it, when it is already)."""
+    xp = get_array_module(a)
+    return xp.ascontiguousarray(a.transpose(0, 2, 1) if channels_last else a)
+
+
+def _view(memory, channels_last: bool):
+    """The (N, C, M) view of `_memory`'s array."""
+    return memory.transpose(0, 2, 1) if channels_last else memory
+
+
+def _strides(shape: tuple[int, ...], channels_last: bool) -> tuple[np.int64, ...]:
+    """Element strides (sn, sc, sm) of an (N, C, M) array in the given layout."""
+    n, c, m = shape
+    return tuple(np.int64(s) for s in ((m * c, 1, c) if channels_last else (c * m, m, 1)))
+
+
+def _sizes(shape: tuple[int, ...], num_groups: int) -> tuple[np.int64, ...]:
+    return np.int64(shape[1]), np.int64(shape[2]), np.int64(num_groups)
+
+
+def _team_size(per_group: int, m: int, threads: int = NORM_THREADS) -> int:
+    """Threads per channel in the backward's per-channel sums: a power of two, about
+    threads / per_group (all channels of a group at once), at most m rounded up."""
+    team = 1
+    while team * 2 <= threads // per_group and team < m:
+        team *= 2
+    return team
+
+
+def _forward_cuda(x, weight, bias, num_groups, eps, silu):
+    xp = get_array_module(x)
+    last = _layout(x, "x") == "channels_last"
+    x_memory = _memory(x, last)
+    weight, bias = (xp.ascontiguousarray(a, dtype=x.dtype) for a in (weight, bias))
+    y_memory = xp.empty_like(x_memory)
+    mean = xp.empty((x.shape[0], num_groups), x.dtype)
+    rstd = xp.empty_like(mean)
+    if x.size:  # one block per (n, g) group
+        kernel = cuda.kernel("norm.cu", "group_norm_forward", x.dtype)
+        kernel((x.shape[0] * num_groups,), (NORM_THREADS,),
+               (x_memory, weight, bias, y_memory, mean, rstd, *_sizes(x.shape, num_groups),
+                *_strides(x.shape, last), np.float64(eps), np.int32(silu)))
+    return _view(y_memory, last), mean, rstd
+
+
+def _backward_cuda(grad, x, mean, rstd, weight, num_groups, bias, silu):
+    xp = get_array_module(x)
+    last = _layout(x, "x") == "channels_last"
+    _layout(grad, "grad")
+    x_memory = _memory(x, last)
+    grad_memory = _memory(grad.astype(x.dtype, copy=False), last)
+    mean, rstd, weight = (xp.ascontiguousarray(a, dtype=x.dtype) for a in (mean, rstd, weight))
+    bias = xp.zeros_like(weight) if bias is None else xp.ascontiguousarray(bias, dtype=x.dtype)
+    dx_memory = xp.empty_like(x_memory)
+    sum_dy = xp.zeros(x.shape[:2], np.float64)
+    sum_dy_xhat = xp.zeros_like(sum_dy)
+    if x.size:  # one block per (n, g) group
+        team = _team_size(x.shape[1] // num_groups, x.shape[2])
+        kernel = cuda.kernel("norm.cu", "group_norm_backward", x.dtype)
+        kernel((x.shape[0] * num_groups,), (NORM_THREADS,),
+               (grad_memory, x_memory, mean, rstd, weight, bias, dx_memory, sum_dy,
+                sum_dy_xhat, *_sizes(x.shape, num_groups), *_strides(x.shape, last),
+                np.int32(silu), np.int32(team)))
+    return (_view(dx_memory, last), sum_dy_xhat.sum(axis=0).astype(x.dtype),
+            sum_dy.sum(axis=0).astype(x.dtype))

@@ -1,4 +1,5 @@
-"""Fused softmax over the last axis (numba), forward and backward, beside NumPy references.
+"""Fused softmax over the last axis, forward and backward: numba kernels on the CPU, CUDA
+kernels (`cuda/softmax.cu`) on the GPU, beside references written against the array module.
 
 The kernels take 2-D (rows, L) contiguous float32/float64 arrays (the dispatchers
 reshape). A row whose entries are all -inf (an attention query that may attend to nothing)
@@ -13,23 +14,26 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from autograd.kernels import use_reference_kernels
+from autograd.backend import get_array_module
+from autograd.kernels import cuda as cuda_kernels
+from autograd.kernels import kernel_backend
 
-# ---- references (plain NumPy) --------------------------------------------------------------
+# ---- references (NumPy or CuPy) ------------------------------------------------------------
 
 
-def softmax_forward_reference(x: np.ndarray, zero_empty_rows: bool = True) -> np.ndarray:
+def softmax_forward_reference(x, zero_empty_rows: bool = True):
     """Softmax over the last axis; all -inf rows give zeros (or NaN)."""
-    peak = np.max(x, axis=-1, keepdims=True)
-    empty = np.isneginf(peak)
-    shifted = np.exp(x - np.where(empty, 0, peak))
-    probs = shifted / np.where(empty, 1, np.sum(shifted, axis=-1, keepdims=True))
-    return np.where(empty, 0 if zero_empty_rows else np.nan, probs).astype(x.dtype, copy=False)
+    xp = get_array_module(x)
+    peak = xp.max(x, axis=-1, keepdims=True)
+    empty = xp.isneginf(peak)
+    shifted = xp.exp(x - xp.where(empty, 0, peak))
+    probs = shifted / xp.where(empty, 1, xp.sum(shifted, axis=-1, keepdims=True))
+    return xp.where(empty, 0 if zero_empty_rows else np.nan, probs).astype(x.dtype, copy=False)
 
 
-def softmax_backward_reference(grad: np.ndarray, y: np.ndarray) -> np.ndarray:
+def softmax_backward_reference(grad, y):
     """dx = y * (g - sum(g y)) over the last axis."""
-    return y * (grad - np.sum(grad * y, axis=-1, keepdims=True))
+    return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
 
 
 # ---- compiled kernels ----------------------------------------------------------------------
@@ -93,32 +97,75 @@ def _backward_parallel(grad, y, grad_x):
         _backward_row(grad, y, grad_x, r)
 
 
+# ---- CUDA launchers -------------------------------------------------------------------------
+# One block per row (a grid-stride loop over rows past MAX_BLOCKS), its threads a power of
+# two from one warp up to ROW_THREADS (softmax.cu's MAX_THREADS, the size of its shared
+# reduction buffer): a short row (attention over 16 tokens) keeps one warp busy rather than
+# idling 256 threads.
+MAX_BLOCKS = 1 << 16
+ROW_THREADS = 256
+
+
+def _row_launch(rows: int, length: int) -> tuple[tuple[int], tuple[int]]:
+    threads = min(ROW_THREADS, max(32, 1 << (length - 1).bit_length()))
+    return (min(rows, MAX_BLOCKS),), (threads,)
+
+
+def _softmax_forward_cuda(rows, zero_empty_rows: bool):
+    out = get_array_module(rows).empty_like(rows)
+    real = rows.dtype.type
+    kernel = cuda_kernels.kernel("softmax.cu", "softmax_forward", rows.dtype)
+    kernel(*_row_launch(*rows.shape), (rows, out, np.int64(rows.shape[0]),
+                                       np.int64(rows.shape[1]),
+                                       real(0.0 if zero_empty_rows else np.nan)))
+    return out
+
+
+def _softmax_backward_cuda(rows_grad, rows_y):
+    grad_x = get_array_module(rows_y).empty_like(rows_y)
+    kernel = cuda_kernels.kernel("softmax.cu", "softmax_backward", rows_y.dtype)
+    kernel(*_row_launch(*rows_y.shape), (rows_grad, rows_y, grad_x,
+                                         np.int64(rows_y.shape[0]), np.int64(rows_y.shape[1])))
+    return grad_x
+
+
 # ---- dispatch ------------------------------------------------------------------------------
 
 
-def _as_rows(x: np.ndarray) -> np.ndarray:
+def _as_rows(x):
     if x.dtype not in (np.float32, np.float64):
         raise TypeError(f"softmax kernel needs float32 or float64, got {x.dtype}")
-    return np.ascontiguousarray(x).reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+    xp = get_array_module(x)
+    return xp.ascontiguousarray(x).reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
 
 
-def softmax_forward(x: np.ndarray, zero_empty_rows: bool = True) -> np.ndarray:
+def softmax_forward(x, zero_empty_rows: bool = True):
     """Softmax over the last axis of x (any shape); rows of -inf give zeros, else NaN."""
-    if use_reference_kernels() or x.size == 0:
-        return softmax_forward_reference(x, zero_empty_rows)
-    rows = _as_rows(x)
-    out = np.empty_like(rows)
-    kernel = _forward_parallel if rows.size >= PARALLEL_MIN_ELEMENTS else _forward_serial
-    kernel(rows, out, 0.0 if zero_empty_rows else np.nan)
-    return out.reshape(x.shape)
+    if x.size == 0:
+        return get_array_module(x).empty_like(x)
+    backend = kernel_backend(x)
+    if backend == "numba":
+        rows = _as_rows(x)
+        out = np.empty_like(rows)
+        kernel = _forward_parallel if rows.size >= PARALLEL_MIN_ELEMENTS else _forward_serial
+        kernel(rows, out, 0.0 if zero_empty_rows else np.nan)
+        return out.reshape(x.shape)
+    if backend == "cuda":
+        return _softmax_forward_cuda(_as_rows(x), zero_empty_rows).reshape(x.shape)
+    return softmax_forward_reference(x, zero_empty_rows)
 
 
-def softmax_backward(grad: np.ndarray, y: np.ndarray) -> np.ndarray:
+def softmax_backward(grad, y):
     """Gradient of softmax over the last axis, given its output y and the upstream grad."""
-    if use_reference_kernels() or y.size == 0:
+    if y.size == 0:
+        return get_array_module(y).empty_like(y)
+    backend = kernel_backend(y)
+    if backend == "reference":
         return softmax_backward_reference(grad, y)
     rows_y = _as_rows(y)
-    rows_grad = _as_rows(np.asarray(grad, dtype=y.dtype))
+    rows_grad = _as_rows(grad.astype(y.dtype, copy=False))
+    if backend == "cuda":
+        return _softmax_backward_cuda(rows_grad, rows_y).reshape(y.shape)
     grad_x = np.empty_like(rows_y)
     kernel = _backward_parallel if rows_y.size >= PARALLEL_MIN_ELEMENTS else _backward_serial
     kernel(rows_grad, rows_y, grad_x)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from autograd import ops
+from autograd.backend import get_array_module, on_device
 from autograd.nn import functional as F
 from autograd.nn import init
 from autograd.nn.linear import Linear
@@ -24,6 +25,15 @@ def _merge_heads(x: Tensor) -> Tensor:
     """(batch, heads, tokens, d) -> (batch * tokens, heads * d)."""
     batch, heads, tokens, d = x.shape
     return x.permute(0, 2, 1, 3).reshape(batch * tokens, heads * d)
+
+
+def causal_mask(length: int, source: int, like: Tensor):
+    """(L, S) additive mask on `like`'s device, in its dtype: 0 where key j <= query i,
+    -inf above the diagonal."""
+    xp = get_array_module(like.data)
+    with on_device(like.device):
+        allowed = xp.tril(xp.ones((length, source), dtype=bool))
+        return xp.where(allowed, 0.0, -np.inf).astype(like.dtype)
 
 
 class MultiheadAttention(Module):
@@ -59,20 +69,23 @@ class MultiheadAttention(Module):
             init.zeros_(self.out_proj.bias)
 
     def _additive_mask(self, attn_mask, key_padding_mask, batch: int, length: int,
-                       source: int, dtype) -> Tensor | None:
-        """Both masks as one constant float mask (N or 1, heads or 1, L, S), -inf where
-        attention is not allowed."""
-        attn_shape = (1, 1, length, source) if attn_mask is not None and \
-            np.ndim(attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask) == 2 \
-            else (batch, self.num_heads, length, source)
+                       source: int, like: Tensor) -> Tensor | None:
+        """Both masks as one constant float mask (N or 1, heads or 1, L, S) on `like`'s
+        device and in its dtype, -inf where attention is not allowed."""
         mask = None
-        for values, shape in ((attn_mask, attn_shape), (key_padding_mask, (batch, 1, 1, source))):
+        for values, padding in ((attn_mask, False), (key_padding_mask, True)):
             if values is None:
                 continue
-            values = np.asarray(values.data if isinstance(values, Tensor) else values)
+            values = F.as_constant(like, values, "attention mask")
+            if padding:
+                shape = (batch, 1, 1, source)
+            elif values.ndim == 2:
+                shape = (1, 1, length, source)
+            else:
+                shape = (batch, self.num_heads, length, source)
             if values.dtype == np.bool_:
-                values = np.where(values, -np.inf, 0.0)
-            values = values.astype(dtype).reshape(shape)
+                values = get_array_module(values).where(values, -np.inf, 0.0)
+            values = values.astype(like.dtype).reshape(shape)
             mask = values if mask is None else mask + values
         return None if mask is None else Tensor._wrap(mask)
 
@@ -96,11 +109,9 @@ class MultiheadAttention(Module):
                          self.num_heads)
         v = _split_heads(F.linear(value.reshape(-1, embed), w_v, b_v), batch, source,
                          self.num_heads)
-        mask = self._additive_mask(attn_mask, key_padding_mask, batch, length, source,
-                                   query.dtype)
+        mask = self._additive_mask(attn_mask, key_padding_mask, batch, length, source, query)
         if is_causal and mask is None:
-            mask = np.where(np.tril(np.ones((length, source), bool)), 0, -np.inf)
-            mask = Tensor._wrap(mask.astype(query.dtype))
+            mask = Tensor._wrap(causal_mask(length, source, query))
         p = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
@@ -214,7 +225,8 @@ class CrossAttention2d(Module):
         if x.ndim != 4 or x.shape[1] != self.channels:
             raise ValueError(f"CrossAttention2d expects input (N, {self.channels}, H, W), got "
                              f"{x.shape}")
-        context = context if isinstance(context, Tensor) else Tensor(np.asarray(context))
+        context = context if isinstance(context, Tensor) else Tensor(
+            F.as_constant(x, context, "context"))
         if context.ndim != 3 or context.shape[0] != x.shape[0] or context.shape[1] < 1 or \
                 context.shape[2] != self.context_dim:
             raise ValueError(f"CrossAttention2d expects context (N={x.shape[0]}, L >= 1, "

@@ -1,6 +1,7 @@
 """Dropout: zero each element with probability p and scale the survivors by 1 / (1 - p)
 (inverted dropout, so evaluation needs no rescaling). Random draws go through a
-`numpy.random.Generator` (`generator=`, else autograd's seeded default)."""
+`numpy.random.Generator` (`generator=`, else autograd's seeded default), on the host; the
+mask is then copied to the input's device."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True,
         raise ValueError(f"dropout probability must be in [0, 1], got {p}")
     if not training or p == 0.0:
         return x
-    return ops.mul(x, dropout_keep_mask(x.shape, p, x.dtype, generator))  # d = keep / (1-p)
+    mask = dropout_keep_mask(x.shape, p, x.dtype, generator, x.device)  # drawn on the host
+    return ops.mul(x, mask)  # d = keep / (1 - p)
 
 
 class Dropout(Module):

@@ -1,26 +1,39 @@
 """Embedding: a lookup table of vectors, indexed by integer ids. The gradient of a row is
 the sum of the upstream gradients of every position that looked it up (scatter-add, through
-`autograd.ops.getitem`)."""
+`autograd.ops.getitem`).
+
+Ids given as NumPy arrays or lists are checked on the host and copied to the table's
+device; ids already on a GPU are not range-checked (that would copy them back to the host:
+as in PyTorch, keep ids in range there)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from autograd import ops
+from autograd.backend import get_array_module, is_cupy_array, to_device
 from autograd.grad_mode import no_grad
 from autograd.nn import init
 from autograd.nn.module import Module, Parameter
 from autograd.tensor import Tensor, default_dtype
 
 
-def _indices(indices, num_embeddings: int) -> np.ndarray:
-    array = np.asarray(indices.data if isinstance(indices, Tensor) else indices)
+def _indices(indices, weight: Tensor):
+    """The ids as an integer array on the weight's device (range-checked on the host)."""
+    if isinstance(indices, Tensor) and indices.device != weight.device:
+        raise RuntimeError(f"embedding: the indices are on {indices.device} and the weight "
+                           f"on {weight.device}: move them with .to(device) first")
+    array = indices.data if isinstance(indices, Tensor) else indices
+    if not is_cupy_array(array):
+        array = np.asarray(array)
     if not np.issubdtype(array.dtype, np.integer):
         raise TypeError(f"embedding indices must be integers, got dtype {array.dtype}")
-    if array.size and (array.min() < 0 or array.max() >= num_embeddings):
-        raise IndexError(f"embedding indices must lie in [0, {num_embeddings}), got "
+    count = weight.shape[0]
+    if isinstance(array, np.ndarray) and array.size and (array.min() < 0
+                                                         or array.max() >= count):
+        raise IndexError(f"embedding indices must lie in [0, {count}), got "
                          f"{array.min()}..{array.max()}")
-    return array
+    return to_device(array, weight.device)
 
 
 def embedding(indices, weight: Tensor, padding_idx: int | None = None) -> Tensor:
@@ -28,10 +41,11 @@ def embedding(indices, weight: Tensor, padding_idx: int | None = None) -> Tensor
     -> (*, dim). Rows looked up at `padding_idx` get no gradient."""
     if weight.ndim != 2:
         raise ValueError(f"embedding weight must be (num_embeddings, dim), got {weight.shape}")
-    index = _indices(indices, weight.shape[0])
+    index = _indices(indices, weight)
     out = ops.getitem(weight, index)  # d weight[i] = sum of grad over positions with id i
     if padding_idx is not None:
-        padding = np.expand_dims(index == padding_idx % weight.shape[0], -1)
+        padding = get_array_module(index).expand_dims(index == padding_idx % weight.shape[0],
+                                                      -1)
         out = ops.where(padding, out.detach(), out)
     return out
 

@@ -1,5 +1,6 @@
 """`Module` and `Parameter`, as in PyTorch: a module registers the parameters, buffers and
-sub-modules assigned to its attributes, and can list, move, save and load them."""
+sub-modules assigned to its attributes, and can list, move (`to(device, dtype)`, `cuda()`,
+`cpu()`), save and load them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from autograd.backend import Device, get_array_module, is_floating, to_device
 from autograd.grad_mode import no_grad
-from autograd.tensor import Tensor
+from autograd.tensor import Tensor, _parse_to
 
 
 class Parameter(Tensor):
@@ -186,18 +188,31 @@ class Module:
             if set_to_none:
                 p.grad = None
             elif p.grad is not None:
-                p.grad.data = np.zeros_like(p.grad.data)
+                p.grad.data = get_array_module(p.grad.data).zeros_like(p.grad.data)
 
-    def to(self, dtype) -> Module:
-        """Cast floating parameters and buffers to `dtype` in place (the same Parameter
-        objects, so optimizers keep working)."""
-        dtype = np.dtype(dtype)
+    def to(self, *args, **kwargs) -> Module:
+        """`to(device)`, `to(dtype)`, `to(device, dtype)` or `to(tensor)` (its device and
+        dtype), also as keywords, as PyTorch: moves parameters, buffers and gradients to the
+        device and casts the floating ones to the dtype, IN PLACE (the same Parameter
+        objects, so an optimizer built before keeps working; its state follows at its next
+        step). Integer buffers keep their dtype."""
+        target, dtype = _parse_to(args, kwargs)
+        if dtype is not None and not is_floating(dtype):
+            raise TypeError(f"Module.to only accepts floating point dtypes, got {dtype}")
         for tensor in (*self.parameters(), *self.buffers()):
-            if np.issubdtype(tensor.dtype, np.floating) and tensor.dtype != dtype:
-                tensor.data = tensor.data.astype(dtype)
-                if tensor.grad is not None:
-                    tensor.grad.data = tensor.grad.data.astype(dtype)
+            tensor.data = _converted(tensor.data, target, dtype)
+            if tensor.grad is not None:
+                tensor.grad.data = _converted(tensor.grad.data, target, dtype)
         return self
+
+    def cuda(self, device: int | str | Device | None = None) -> Module:
+        """Move to the GPU ("cuda:0", or the GPU `device` names), in place."""
+        index = device if isinstance(device, int) else None
+        return self.to(Device("cuda", index) if device is None or index is not None
+                       else device)
+
+    def cpu(self) -> Module:
+        return self.to("cpu")
 
     def float(self) -> Module:
         return self.to(np.float32)
@@ -208,7 +223,8 @@ class Module:
     # ---- state --------------------------------------------------------------------------
 
     def state_dict(self, prefix: str = "") -> OrderedDict[str, Tensor]:
-        """Parameters and persistent buffers by dotted name, detached."""
+        """Parameters and persistent buffers by dotted name, detached (sharing memory, on
+        the module's device)."""
         state: OrderedDict[str, Tensor] = OrderedDict()
         for module_name, module in self.named_modules(prefix.rstrip(".")):
             base = f"{module_name}." if module_name else ""
@@ -221,15 +237,16 @@ class Module:
         return state
 
     def load_state_dict(self, state_dict: dict, strict: bool = True) -> IncompatibleKeys:
-        """Copy values into this module's parameters and buffers. With `strict`, missing
-        or unexpected keys raise; a shape mismatch always raises, naming the key."""
+        """Copy values (tensors or arrays, on any device) into this module's parameters and
+        buffers, which stay where they are. With `strict`, missing or unexpected keys raise;
+        a shape mismatch always raises, naming the key."""
         own = self.state_dict()
         missing = [key for key in own if key not in state_dict]
         unexpected = [key for key in state_dict if key not in own]
         problems = []
         for key, value in state_dict.items():
             if key in own:
-                shape = np.shape(value.data if isinstance(value, Tensor) else value)
+                shape = _shape_of(value)
                 if shape != own[key].shape:
                     problems.append(f"{key}: checkpoint shape {shape}, "
                                     f"model shape {own[key].shape}")
@@ -247,7 +264,7 @@ class Module:
         with no_grad():
             for key, value in state_dict.items():
                 if key in own:
-                    targets[key].copy_(value.data if isinstance(value, Tensor) else value)
+                    targets[key].copy_(value if hasattr(value, "shape") else np.asarray(value))
         return IncompatibleKeys(missing, unexpected)
 
     # ---- printing -----------------------------------------------------------------------
@@ -264,3 +281,18 @@ class Module:
         if not lines:
             return header + ")"
         return header + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _converted(array, target: Device | None, dtype: np.dtype | None):
+    """`array` on `target` and, if it is floating, in `dtype` (None: unchanged)."""
+    if target is not None:
+        array = to_device(array, target)
+    if dtype is not None and is_floating(array.dtype) and array.dtype != dtype:
+        array = array.astype(dtype)
+    return array
+
+
+def _shape_of(value) -> tuple[int, ...]:
+    """The shape of a tensor or an array (any device), or of a number or a nested list."""
+    shape = getattr(value, "shape", None)
+    return tuple(shape) if shape is not None else np.shape(value)

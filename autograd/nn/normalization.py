@@ -3,6 +3,8 @@
 Affine weights start at 1 and biases at 0; eps = 1e-5. BatchNorm keeps `running_mean`,
 `running_var` and `num_batches_tracked` as buffers, normalises with the batch's statistics
 (and updates the running ones) in training mode and with the running ones in eval mode.
+With `momentum=None` (a cumulative average) the factor 1 / num_batches_tracked is read
+from the counter each step: on a GPU that is a device-to-host copy, as in PyTorch.
 """
 
 from __future__ import annotations

@@ -16,6 +16,11 @@ its share of the batch mean.
 `parallel_apply(modules, inputs)` is PyTorch's function of that name for CPU threads:
 module i on input i, concurrently (inference needs no replicas: one module can serve
 every thread, since a forward pass without a graph changes nothing).
+
+On a GPU there is nothing to gain from threads (the device runs one pass's kernels in
+order either way): for modules or inputs on a GPU, the slices run one after another on
+the calling thread, and the gradients are summed in the same order 0, 1, ..., so the
+results are exactly those of the threaded CPU path on the same arrays.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from autograd.backend import get_array_module, is_cupy_array
 from autograd.grad_mode import is_grad_enabled, set_grad_enabled
 from autograd.kernels.threads import single_threaded_blas
 from autograd.nn.dropout import Dropout
@@ -53,7 +59,9 @@ class Replicas:
     def backward(self, losses: Sequence[Callable[[Module], Tensor]],
                  workers: int = 1) -> list[float]:
         """losses[i](replica i).backward() for each i, then parameter.grad = sum over i of
-        replica i's gradient (None where no replica got one). Returns the loss values."""
+        replica i's gradient (None where no replica got one). Returns the loss values
+        (read back from the device for a module on a GPU: one copy per slice, where slicing
+        gains nothing; there, train the module itself)."""
         if len(losses) != len(self.copies):
             raise ValueError(f"Replicas.backward: {len(losses)} losses for "
                              f"{len(self.copies)} replicas")
@@ -61,13 +69,19 @@ class Replicas:
             replica.train(self.module.training)
             for mine, theirs in zip(parameters, self.parameters):  # arrays may be rebound
                 mine.data, mine.grad = theirs.data, None
+            for mine, theirs in zip(replica.buffers(), self.module.buffers()):  # or moved
+                mine.data = theirs.data
 
-        def run(index: int) -> float:
+        def run(index: int):
             loss = losses[index](self.copies[index])
             loss.backward()
-            return loss.item()
+            return loss.detach()
 
-        values = _run_on_workers(run, len(losses), workers, always_single_threaded=True)
+        on_gpu = _on_gpu(self.parameters)
+        if on_gpu:
+            workers = 1
+        values = _run_on_workers(run, len(losses), workers, always_single_threaded=not on_gpu)
+        values = [value.item() for value in values]
         for index, parameter in enumerate(self.parameters):
             grads = [parameters[index].grad for parameters in self.copy_parameters]
             grads = [g.data for g in grads if g is not None]
@@ -91,7 +105,16 @@ def parallel_apply(modules: Sequence[Callable[..., Any]], inputs: Sequence[tuple
         with set_grad_enabled(mode):
             return modules[index](*inputs[index], **kwargs_tup[index])
 
-    return _run_on_workers(run, len(inputs), workers or numba.get_num_threads())
+    module_tensors = [t for m in modules if isinstance(m, Module) for t in m.parameters()]
+    values = [*module_tensors, *(v for args in inputs for v in args),
+              *(v for kwargs in kwargs_tup for v in kwargs.values())]
+    workers = 1 if _on_gpu(values) else workers or numba.get_num_threads()
+    return _run_on_workers(run, len(inputs), workers)
+
+
+def _on_gpu(values) -> bool:
+    """Whether any of these tensors or arrays lives on a GPU."""
+    return any(is_cupy_array(v.data if isinstance(v, Tensor) else v) for v in values)
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}
@@ -123,7 +146,8 @@ def _run_on_workers(run: Callable[[int], Any], count: int, workers: int,
         return list(_pools[workers].map(single_threaded, range(count)))
 
 
-def _ordered_sum(arrays: list[np.ndarray]) -> np.ndarray:
+def _ordered_sum(arrays: list) -> Any:
+    """arrays[0] + arrays[1] + ..., in that order (a new array)."""
     total = arrays[0].copy()
     for array in arrays[1:]:
         total += array
@@ -133,8 +157,9 @@ def _ordered_sum(arrays: list[np.ndarray]) -> np.ndarray:
 def sliced_forward(module: Callable[..., Any], workers: int | None = None) -> Callable:
     """A function like `module` for inference on big batches: it cuts every argument that is
     an array of the batch's length (the first argument's) into `workers` slices along dim
-    0, runs them with `parallel_apply` and concatenates the outputs (as NumPy arrays).
-    Results equal one full-batch call up to float rounding."""
+    0, runs them with `parallel_apply` and concatenates the outputs (as arrays of the
+    outputs' device: NumPy arrays on the CPU). Results equal one full-batch call up to
+    float rounding."""
     workers = workers or numba.get_num_threads()
 
     def forward(x, *args: Any, **kwargs: Any) -> np.ndarray:
@@ -144,7 +169,8 @@ def sliced_forward(module: Callable[..., Any], workers: int | None = None) -> Ca
 
         def cut(value: Any, part: slice) -> Any:
             array = value.data if isinstance(value, Tensor) else value
-            if isinstance(array, np.ndarray) and array.ndim and len(array) == batch:
+            if (isinstance(array, np.ndarray) or is_cupy_array(array)) and array.ndim \
+                    and len(array) == batch:
                 return array[part]
             return value
 
@@ -152,7 +178,8 @@ def sliced_forward(module: Callable[..., Any], workers: int | None = None) -> Ca
                                  [tuple(cut(a, p) for a in (x, *args)) for p in parts],
                                  [{k: cut(v, p) for k, v in kwargs.items()} for p in parts],
                                  workers)
-        return np.concatenate([o.data if isinstance(o, Tensor) else np.asarray(o)
-                               for o in outputs])
+        arrays = [o.data if isinstance(o, Tensor) else o for o in outputs]
+        arrays = [a if is_cupy_array(a) else np.asarray(a) for a in arrays]
+        return get_array_module(*arrays).concatenate(arrays)
 
     return forward

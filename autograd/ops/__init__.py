@@ -28,6 +28,7 @@ from autograd.ops.elementwise import (
     lt,
     maximum,
     minimum,
+    move_to,
     mul,
     ne,
     neg,

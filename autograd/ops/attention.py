@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from autograd.backend import is_floating
+from autograd.backend import get_array_module, is_floating, to_device
 from autograd.function import Function
 from autograd.kernels.softmax import softmax_backward, softmax_forward
 from autograd.ops.elementwise import as_tensors
@@ -22,37 +22,40 @@ from autograd.random import dropout_keep_mask
 from autograd.tensor import Tensor
 
 
-def _swap(a: np.ndarray) -> np.ndarray:
-    return np.swapaxes(a, -1, -2)
+def _swap(a):
+    return a.swapaxes(-1, -2)
 
 
 class ScaledDotProductAttention(Function):
-    def __init__(self, scale: float, allowed: np.ndarray | None,
-                 keep: np.ndarray | None) -> None:
+    """`allowed` (bool) and `keep` (dropout's scaled keep mask) are arrays on the device of
+    q, k and v, or None."""
+
+    def __init__(self, scale: float, allowed=None, keep=None) -> None:
         self.scale, self.allowed, self.keep = scale, allowed, keep
 
     def forward(self, q, k, v, additive_mask=None):
-        scores = np.matmul(q, _swap(k))
-        scores *= np.asarray(self.scale, scores.dtype)
+        scores = q @ _swap(k)
+        scores *= scores.dtype.type(self.scale)  # a NumPy scalar: no promotion, any device
         if additive_mask is not None:
             scores = scores + additive_mask
         if self.allowed is not None:
-            scores = np.where(self.allowed, scores, np.asarray(-np.inf, scores.dtype))
+            xp = get_array_module(scores)
+            scores = xp.where(self.allowed, scores, scores.dtype.type(-np.inf))
         probs = softmax_forward(scores)
         weights = probs if self.keep is None else probs * self.keep
         self.save_for_backward(q, k, v, probs)
-        return np.matmul(weights, v)
+        return weights @ v
 
     def backward(self, grad):  # P = softmax(q k^T s + m), out = P v
         q, k, v, probs = self.saved
         weights = probs if self.keep is None else probs * self.keep
-        grad_v = np.matmul(_swap(weights), grad) if self.needs_input_grad[2] else None
-        grad_weights = np.matmul(grad, _swap(v))
+        grad_v = _swap(weights) @ grad if self.needs_input_grad[2] else None
+        grad_weights = grad @ _swap(v)
         grad_probs = grad_weights if self.keep is None else grad_weights * self.keep
         grad_scores = softmax_backward(grad_probs, probs)  # also the float mask's gradient
-        scale = np.asarray(self.scale, grad_scores.dtype)
-        grad_q = np.matmul(grad_scores, k) * scale if self.needs_input_grad[0] else None
-        grad_k = np.matmul(_swap(grad_scores), q) * scale if self.needs_input_grad[1] else None
+        scale = grad_scores.dtype.type(self.scale)
+        grad_q = (grad_scores @ k) * scale if self.needs_input_grad[0] else None
+        grad_k = (_swap(grad_scores) @ q) * scale if self.needs_input_grad[1] else None
         return grad_q, grad_k, grad_v, grad_scores
 
 
@@ -97,9 +100,15 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
                              "not both")
         allowed = np.tril(np.ones(scores_shape[-2:], dtype=bool))
     elif attn_mask is not None:
-        mask_dtype = attn_mask.dtype if isinstance(attn_mask, Tensor) else \
-            np.asarray(attn_mask).dtype
-        mask_shape = np.shape(attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask)
+        if isinstance(attn_mask, Tensor):
+            if attn_mask.device != q.device:
+                raise RuntimeError(f"scaled_dot_product_attention: attn_mask is on "
+                                   f"{attn_mask.device} but q is on {q.device}: move it with "
+                                   ".to(device)")
+            mask = attn_mask.data
+        else:  # a constant: a NumPy or CuPy array, or nested lists
+            mask = attn_mask if hasattr(attn_mask, "dtype") else np.asarray(attn_mask)
+        mask_dtype, mask_shape = mask.dtype, tuple(mask.shape)
         try:
             fits = np.broadcast_shapes(mask_shape, scores_shape) == scores_shape
         except ValueError:
@@ -108,7 +117,7 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
             raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {mask_shape} "
                              f"does not broadcast to the scores' shape {scores_shape}")
         if mask_dtype == np.bool_:
-            allowed = np.asarray(attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask)
+            allowed = mask
         elif is_floating(mask_dtype):
             if isinstance(attn_mask, Tensor) and attn_mask.dtype != q.dtype:
                 raise TypeError(f"scaled_dot_product_attention: attn_mask is {attn_mask.dtype}"
@@ -116,8 +125,10 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
             additive = as_tensors(q, attn_mask)[1]
         else:
             raise TypeError(f"attn_mask must be bool or float, got dtype {mask_dtype}")
+    if allowed is not None:
+        allowed = to_device(allowed, q.device)
     keep = None
-    if dropout_p > 0.0:
-        keep = dropout_keep_mask(scores_shape, dropout_p, q.dtype, generator)
+    if dropout_p > 0.0:  # drawn on the host, so a seed gives the same mask on every device
+        keep = dropout_keep_mask(scores_shape, dropout_p, q.dtype, generator, q.device)
     inputs = (q, k, v) if additive is None else (q, k, v, additive)
     return ScaledDotProductAttention.apply(*inputs, scale=scale, allowed=allowed, keep=keep)

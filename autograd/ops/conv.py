@@ -4,8 +4,12 @@ Inside, images are channels-last (N, H, W, C): there im2col copies C contiguous 
 tap, and `cols (N*ho*wo, kh*kw*C) @ W (kh*kw*C, O)` is the output with no transpose. Outputs
 and input gradients are returned as NCHW-shaped views of channels-last arrays (PyTorch's
 "channels_last" memory format): users see NCHW, and the next convolution reads its input
-without a copy. The batch is processed a few images at a time so the columns stay in cache
-and their buffer is reused rather than page-faulted in afresh.
+without a copy. On the CPU the batch is processed a few images at a time so the columns
+stay in cache and their buffer is reused rather than page-faulted in afresh; on the GPU a
+chunk is a whole training batch, one big matrix product (cuBLAS) per group.
+
+The code is the same on both devices: the arrays' module (NumPy or CuPy) does the products,
+`autograd.kernels.conv` picks numba or CUDA for im2col / col2im.
 
 The three products, written once and shared by both ops:
     forward       out  = im2col(x) @ W
@@ -19,12 +23,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from autograd.backend import get_array_module
 from autograd.function import Function
 from autograd.kernels.conv import Window, col2im, im2col
 from autograd.ops.elementwise import as_tensors
 from autograd.tensor import Tensor
 
 COLUMN_CHUNK_BYTES = 4 << 20  # columns per chunk of images: fits in L3, reused by malloc
+# On the GPU chunks only make the matrix products smaller: a batch's columns in one chunk.
+DEVICE_COLUMN_CHUNK_BYTES = 256 << 20
 
 
 # ---- layout and geometry ------------------------------------------------------------------
@@ -32,7 +39,7 @@ COLUMN_CHUNK_BYTES = 4 << 20  # columns per chunk of images: fits in L3, reused 
 
 def channels_last(x: np.ndarray) -> np.ndarray:
     """(N, C, H, W) -> contiguous (N, H, W, C); free when x is a channels-last view."""
-    return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    return get_array_module(x).ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
 def channels_first(x: np.ndarray) -> np.ndarray:
@@ -87,8 +94,11 @@ def weight_from_matrices(matrices: np.ndarray, kernel: tuple[int, int]) -> np.nd
     return per_group.transpose(0, 4, 3, 1, 2).reshape(groups * out_per_group, -1, *kernel)
 
 
-def _image_chunks(images: int, column_bytes_per_image: int) -> list[slice]:
-    step = max(1, COLUMN_CHUNK_BYTES // max(1, column_bytes_per_image))
+def _image_chunks(images: int, column_bytes_per_image: int, array) -> list[slice]:
+    """Slices of the batch whose columns take about the chunk size of `array`'s device."""
+    chunk_bytes = (COLUMN_CHUNK_BYTES if isinstance(array, np.ndarray)
+                   else DEVICE_COLUMN_CHUNK_BYTES)
+    step = max(1, chunk_bytes // max(1, column_bytes_per_image))
     return [slice(k, min(k + step, images)) for k in range(0, images, step)]
 
 
@@ -113,15 +123,16 @@ def _columns(x: np.ndarray, window: Window) -> np.ndarray:
 def conv_forward(x: np.ndarray, matrices: np.ndarray, window: Window) -> np.ndarray:
     """x (N, H, W, C), matrices (g, K, O/g) -> out (N * ho * wo, O) = im2col(x) @ W."""
     groups, rows, out_per_group = matrices.shape
+    xp = get_array_module(x)
     images, pixels = x.shape[0], window.output[0] * window.output[1]
-    out = np.empty((images * pixels, groups * out_per_group), x.dtype)
+    out = xp.empty((images * pixels, groups * out_per_group), x.dtype)
     for g, channels in enumerate(_group_channels(x.shape[3], groups)):
         x_group = x if groups == 1 else x[..., channels]
-        for chunk in _image_chunks(images, pixels * rows * x.itemsize):
+        for chunk in _image_chunks(images, pixels * rows * x.itemsize, x):
             cols = _columns(x_group[chunk], window)
             out_rows = slice(chunk.start * pixels, chunk.stop * pixels)
             if groups == 1:
-                np.matmul(cols, matrices[0], out=out[out_rows])
+                xp.matmul(cols, matrices[0], out=out[out_rows])
             else:
                 out[out_rows, g * out_per_group:(g + 1) * out_per_group] = cols @ matrices[g]
     return out
@@ -159,17 +170,18 @@ def conv_input_grad(grad: np.ndarray, weight: np.ndarray, groups: int,
 
 def _col2im_of_product(grad: np.ndarray, matrices: np.ndarray, input_shape: tuple[int, ...],
                        window: Window) -> np.ndarray:
+    xp = get_array_module(grad)
     groups, rows, out_per_group = matrices.shape
     images, height, width, channels = input_shape
     pixels = window.output[0] * window.output[1]
-    dx = np.empty(input_shape, grad.dtype)
+    dx = xp.empty(input_shape, grad.dtype)
     for g, group in enumerate(_group_channels(channels, groups)):
         grad_group = grad[:, g * out_per_group:(g + 1) * out_per_group]
-        for chunk in _image_chunks(images, pixels * rows * grad.itemsize):
+        for chunk in _image_chunks(images, pixels * rows * grad.itemsize, grad):
             grad_rows = grad_group[chunk.start * pixels:chunk.stop * pixels]
             shape = (chunk.stop - chunk.start, height, width, channels // groups)
             if _is_pointwise(window, (height, width)) and groups == 1:  # col2im: a reshape
-                np.matmul(grad_rows, matrices[0].T, out=dx[chunk].reshape(-1, channels))
+                xp.matmul(grad_rows, matrices[0].T, out=dx[chunk].reshape(-1, channels))
                 continue
             dcols = grad_rows @ matrices[g].T
             if _is_pointwise(window, (height, width)):
@@ -187,11 +199,12 @@ def conv_weight_grad(x: np.ndarray, grad: np.ndarray, groups: int,
     images, channels = x.shape[0], x.shape[3]
     kernel_taps, pixels = window.kernel[0] * window.kernel[1], window.output[0] * window.output[1]
     out_per_group = grad.shape[1] // groups
-    dw = np.zeros((groups, kernel_taps * channels // groups, out_per_group), grad.dtype)
+    dw = get_array_module(x).zeros((groups, kernel_taps * channels // groups, out_per_group),
+                                   grad.dtype)
     for g, group in enumerate(_group_channels(channels, groups)):
         x_group = x if groups == 1 else x[..., group]
         grad_group = grad[:, g * out_per_group:(g + 1) * out_per_group]
-        for chunk in _image_chunks(images, pixels * dw.shape[1] * x.itemsize):
+        for chunk in _image_chunks(images, pixels * dw.shape[1] * x.itemsize, x):
             cols = _columns(x_group[chunk], window)
             dw[g] += cols.T @ grad_group[chunk.start * pixels:chunk.stop * pixels]
     return dw

@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
-from autograd.backend import is_floating
-from autograd.function import Function
+from autograd.backend import device_of, get_array_module, is_floating, to_device
+from autograd.function import Function, check_same_device
 from autograd.kernels import activation, special
 from autograd.tensor import Tensor, as_array, float32
 
@@ -20,8 +20,9 @@ def as_tensors(*operands) -> tuple[Tensor, ...]:
 
     Python numbers, NumPy scalars and NumPy arrays are constants that take the floating
     dtype of the tensor operands (so a float64 schedule value never promotes a float32
-    batch); integer and boolean tensors are cast to it too. Mixing float32 and float64
-    tensors is an error rather than a silent promotion."""
+    batch) and move to their device; integer and boolean tensors are cast to it too.
+    Mixing float32 and float64 tensors is an error rather than a silent promotion (and
+    tensors on two devices, in `Function.apply`)."""
     float_dtypes = {x.dtype for x in operands if isinstance(x, Tensor) and is_floating(x.dtype)}
     if len(float_dtypes) > 1:
         names = " and ".join(sorted(str(d) for d in float_dtypes))
@@ -34,19 +35,21 @@ def as_tensors(*operands) -> tuple[Tensor, ...]:
         dtype = float32
     else:
         dtype = None
+    target = next((device_of(x.data) for x in operands if isinstance(x, Tensor)), None)
     tensors = []
     for x in operands:
         if isinstance(x, Tensor):
             if dtype is not None and x.dtype != dtype:
                 x = Tensor._wrap(x.data.astype(dtype))
         else:
-            x = Tensor._wrap(as_array(x, dtype) if dtype is not None else as_array(x, None))
+            array = as_array(x, dtype)
+            x = Tensor._wrap(array if target is None else to_device(array, target))
         tensors.append(x)
     return tuple(tensors)
 
 
 def _is_float_array(x) -> bool:
-    return isinstance(x, (np.ndarray, np.generic)) and is_floating(x.dtype)
+    return not isinstance(x, Tensor) and hasattr(x, "dtype") and is_floating(x.dtype)
 
 
 # ---- arithmetic ---------------------------------------------------------------------------
@@ -101,7 +104,7 @@ class Pow(Function):
     def backward(self, grad):  # d(a^b) = b a^(b-1) da + a^b log(a) db
         a, b, out = self.saved
         grad_a = grad * b * a ** (b - 1) if self.needs_input_grad[0] else None
-        grad_b = grad * out * np.log(a) if self.needs_input_grad[1] else None
+        grad_b = grad * out * get_array_module(a).log(a) if self.needs_input_grad[1] else None
         return grad_a, grad_b
 
 
@@ -157,7 +160,8 @@ def neg(a: Tensor) -> Tensor:
 
 class Exp(Function):
     def forward(self, a):
-        out = np.exp(a)
+        xp = get_array_module(a)
+        out = xp.exp(a)
         self.save_for_backward(out)
         return out
 
@@ -168,8 +172,9 @@ class Exp(Function):
 
 class Log(Function):
     def forward(self, a):
+        xp = get_array_module(a)
         self.save_for_backward(a)
-        return np.log(a)
+        return xp.log(a)
 
     def backward(self, grad):  # d log(a) = da / a
         (a,) = self.saved
@@ -178,7 +183,8 @@ class Log(Function):
 
 class Sqrt(Function):
     def forward(self, a):
-        out = np.sqrt(a)
+        xp = get_array_module(a)
+        out = xp.sqrt(a)
         self.save_for_backward(out)
         return out
 
@@ -189,32 +195,35 @@ class Sqrt(Function):
 
 class Abs(Function):
     def forward(self, a):
+        xp = get_array_module(a)
         self.save_for_backward(a)
-        return np.abs(a)
+        return xp.abs(a)
 
     def backward(self, grad):  # d|a| = sign(a) da
         (a,) = self.saved
-        return grad * np.sign(a)
+        return grad * get_array_module(a).sign(a)
 
 
 class Sin(Function):
     def forward(self, a):
+        xp = get_array_module(a)
         self.save_for_backward(a)
-        return np.sin(a)
+        return xp.sin(a)
 
     def backward(self, grad):  # d sin(a) = cos(a) da
         (a,) = self.saved
-        return grad * np.cos(a)
+        return grad * get_array_module(a).cos(a)
 
 
 class Cos(Function):
     def forward(self, a):
+        xp = get_array_module(a)
         self.save_for_backward(a)
-        return np.cos(a)
+        return xp.cos(a)
 
     def backward(self, grad):  # d cos(a) = -sin(a) da
         (a,) = self.saved
-        return -grad * np.sin(a)
+        return -grad * get_array_module(a).sin(a)
 
 
 class Clamp(Function):
@@ -222,12 +231,13 @@ class Clamp(Function):
         self.min, self.max = min, max
 
     def forward(self, a):
+        xp = get_array_module(a)
         self.save_for_backward(a)
-        return np.clip(a, self.min, self.max).astype(a.dtype, copy=False)
+        return xp.clip(a, self.min, self.max).astype(a.dtype, copy=False)
 
     def backward(self, grad):  # gradient passes where min <= a <= max (PyTorch's rule)
         (a,) = self.saved
-        inside = np.ones(a.shape, dtype=bool)
+        inside = get_array_module(a).ones(a.shape, dtype=bool)
         if self.min is not None:
             inside &= a >= self.min
         if self.max is not None:
@@ -245,7 +255,7 @@ class Erf(Function):
 
     def backward(self, grad):  # d erf(a) = 2 / sqrt(pi) exp(-a^2) da
         (a,) = self.saved
-        return grad * (_TWO_OVER_SQRT_PI * np.exp(-a * a))
+        return grad * (_TWO_OVER_SQRT_PI * get_array_module(a).exp(-a * a))
 
 
 class Erfc(Function):
@@ -255,7 +265,7 @@ class Erfc(Function):
 
     def backward(self, grad):  # d erfc(a) = -2 / sqrt(pi) exp(-a^2) da
         (a,) = self.saved
-        return grad * (-_TWO_OVER_SQRT_PI * np.exp(-a * a))
+        return grad * (-_TWO_OVER_SQRT_PI * get_array_module(a).exp(-a * a))
 
 
 def exp(a: Tensor) -> Tensor:
@@ -312,7 +322,8 @@ clip = clamp
 
 class Tanh(Function):
     def forward(self, a):
-        out = np.tanh(a)
+        xp = get_array_module(a)
+        out = xp.tanh(a)
         self.save_for_backward(out)
         return out
 
@@ -334,7 +345,8 @@ class Sigmoid(Function):
 
 class ReLU(Function):
     def forward(self, a):
-        out = np.maximum(a, 0)
+        xp = get_array_module(a)
+        out = xp.maximum(a, 0)
         self.save_for_backward(out)
         return out
 
@@ -367,18 +379,19 @@ class GELU(Function):
     def forward(self, a):
         self.save_for_backward(a)
         if self.approximate == "tanh":  # 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
-            return 0.5 * a * (1 + np.tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a**3)))
+            return 0.5 * a * (1 + get_array_module(a).tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a**3)))
         return 0.5 * a * (1 + special.erf(a / _SQRT_2))  # a Phi(a)
 
     def backward(self, grad):
         (a,) = self.saved
+        xp = get_array_module(a)
         if self.approximate == "tanh":
             inner = _SQRT_2_OVER_PI * (a + 0.044715 * a**3)
-            t = np.tanh(inner)
+            t = xp.tanh(inner)
             d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
             return grad * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * d_inner)
         cdf = 0.5 * (1 + special.erf(a / _SQRT_2))
-        pdf = _INV_SQRT_2PI * np.exp(-0.5 * a * a)
+        pdf = _INV_SQRT_2PI * xp.exp(-0.5 * a * a)
         return grad * (cdf + a * pdf)  # d (a Phi(a)) = (Phi(a) + a phi(a)) da
 
 
@@ -408,7 +421,7 @@ def gelu(a: Tensor, approximate: str = "none") -> Tensor:
 class Maximum(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        return np.maximum(a, b)
+        return get_array_module(a).maximum(a, b)
 
     def backward(self, grad):  # to the larger input; ties split the gradient (PyTorch's rule)
         a, b = self.saved
@@ -418,7 +431,7 @@ class Maximum(Function):
 class Minimum(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        return np.minimum(a, b)
+        return get_array_module(a).minimum(a, b)
 
     def backward(self, grad):  # to the smaller input; ties split the gradient
         a, b = self.saved
@@ -426,7 +439,7 @@ class Minimum(Function):
 
 
 def _split_at_ties(grad, a_wins, tie, needs_input_grad):
-    share = np.where(tie, 0.5, 1.0).astype(grad.dtype)
+    share = get_array_module(grad).where(tie, 0.5, 1.0).astype(grad.dtype)
     grad_a = grad * share * (a_wins | tie) if needs_input_grad[0] else None
     grad_b = grad * share * (~a_wins | tie) if needs_input_grad[1] else None
     return grad_a, grad_b
@@ -437,13 +450,14 @@ class Where(Function):
         self.condition = condition
 
     def forward(self, a, b):
-        return np.where(self.condition, a, b)
+        return get_array_module(a).where(self.condition, a, b)
 
     def backward(self, grad):  # gradient goes to the chosen input
-        zero = np.zeros((), dtype=grad.dtype)
+        xp = get_array_module(grad)
+        zero = xp.zeros((), dtype=grad.dtype)
         return (
-            np.where(self.condition, grad, zero) if self.needs_input_grad[0] else None,
-            np.where(self.condition, zero, grad) if self.needs_input_grad[1] else None,
+            xp.where(self.condition, grad, zero) if self.needs_input_grad[0] else None,
+            xp.where(self.condition, zero, grad) if self.needs_input_grad[1] else None,
         )
 
 
@@ -457,10 +471,11 @@ def minimum(a, b) -> Tensor:
 
 def where(condition, input, other) -> Tensor:
     """input where condition is True, else other (condition broadcasts, as in PyTorch)."""
-    condition = np.asarray(condition.data if isinstance(condition, Tensor) else condition)
+    condition = as_array(condition, None)
     if condition.dtype != np.bool_:
         raise TypeError(f"where() needs a boolean condition, got dtype {condition.dtype}")
-    return Where.apply(*as_tensors(input, other), condition=condition)
+    input, other = as_tensors(input, other)
+    return Where.apply(input, other, condition=to_device(condition, input.device))
 
 
 # ---- dtype and copies ---------------------------------------------------------------------
@@ -485,6 +500,18 @@ class Clone(Function):
         return grad
 
 
+class MoveTo(Function):
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def forward(self, a):
+        self.source = device_of(a)
+        return to_device(a, self.target)
+
+    def backward(self, grad):  # identity, moved back to the input's device
+        return to_device(grad, self.source)
+
+
 def cast(a: Tensor, dtype) -> Tensor:
     dtype = np.dtype(dtype)
     if dtype == a.dtype:
@@ -498,36 +525,43 @@ def clone(a: Tensor) -> Tensor:
     return Clone.apply(a)
 
 
+def move_to(a: Tensor, device) -> Tensor:
+    """`a` on `device` (differentiable: the gradient moves back); `a` itself if it is
+    there already. Tensor.to(device) calls this."""
+    return a if a.device == device else MoveTo.apply(a, target=device)
+
+
 # ---- comparisons and logic: boolean results outside the graph -----------------------------
 
 
-def _compare(ufunc):
+def _compare(name: str):
     def compare(a, b) -> Tensor:
         a, b = as_tensors(a, b)
-        return Tensor._wrap(ufunc(a.data, b.data))
+        check_same_device(name, (a.data, b.data))
+        return Tensor._wrap(getattr(get_array_module(a.data), name)(a.data, b.data))
 
-    compare.__name__ = ufunc.__name__
-    compare.__doc__ = f"Elementwise {ufunc.__name__}, a boolean tensor without gradient."
+    compare.__name__ = name
+    compare.__doc__ = f"Elementwise {name}, a boolean tensor without gradient."
     return compare
 
 
-lt = _compare(np.less)
-le = _compare(np.less_equal)
-gt = _compare(np.greater)
-ge = _compare(np.greater_equal)
-eq = _compare(np.equal)
-ne = _compare(np.not_equal)
-logical_and = _compare(np.logical_and)
-logical_or = _compare(np.logical_or)
+def _test(name: str):
+    def test(a: Tensor) -> Tensor:
+        return Tensor._wrap(getattr(get_array_module(a.data), name)(a.data))
+
+    test.__name__ = name
+    test.__doc__ = f"Elementwise {name}, a boolean tensor without gradient."
+    return test
 
 
-def logical_not(a: Tensor) -> Tensor:
-    return Tensor._wrap(np.logical_not(a.data))
-
-
-def isfinite(a: Tensor) -> Tensor:
-    return Tensor._wrap(np.isfinite(a.data))
-
-
-def isnan(a: Tensor) -> Tensor:
-    return Tensor._wrap(np.isnan(a.data))
+lt = _compare("less")
+le = _compare("less_equal")
+gt = _compare("greater")
+ge = _compare("greater_equal")
+eq = _compare("equal")
+ne = _compare("not_equal")
+logical_and = _compare("logical_and")
+logical_or = _compare("logical_or")
+logical_not = _test("logical_not")
+isfinite = _test("isfinite")
+isnan = _test("isnan")

@@ -13,13 +13,13 @@ from autograd.tensor import Tensor
 class MatMul(Function):
     def forward(self, a, b):
         self.save_for_backward(a, b)
-        return np.matmul(a, b)
+        return a @ b
 
     def backward(self, grad):  # d(ab) = da b + a db, with batch dims summed by the engine
         a, b = self.saved
         return (
-            np.matmul(grad, np.swapaxes(b, -1, -2)) if self.needs_input_grad[0] else None,
-            np.matmul(np.swapaxes(a, -1, -2), grad) if self.needs_input_grad[1] else None,
+            grad @ b.swapaxes(-1, -2) if self.needs_input_grad[0] else None,
+            a.swapaxes(-1, -2) @ grad if self.needs_input_grad[1] else None,
         )
 
 

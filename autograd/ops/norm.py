@@ -9,6 +9,7 @@ the (N, C, M) layout of the fused group-norm kernel (`autograd.kernels.norm`):
     batch_norm  (N, C, *), train   -> (1, C, N * M),    C groups of one channel
 
 Variance 0 (a constant group) gives xhat = 0 * rsqrt(eps) = 0 and a finite gradient.
+The same code runs on every device (the kernel dispatcher picks numba, CUDA or the reference).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 
 import numpy as np
 
-from autograd.backend import is_floating
+from autograd.backend import device_of, get_array_module, is_floating
 from autograd.function import Function
 from autograd.kernels.norm import group_norm_backward, group_norm_forward
 from autograd.ops.elementwise import as_tensors
@@ -78,7 +79,8 @@ class LayerNorm(_GroupedNorm):
 class BatchNorm(_GroupedNorm):
     def to_layout(self, a):  # (N, C, *) -> (1, C, N * M): each channel is one group
         n, c = a.shape[:2]
-        return np.ascontiguousarray(a.reshape(n, c, -1).transpose(1, 0, 2)).reshape(1, c, -1)
+        xp = get_array_module(a)
+        return xp.ascontiguousarray(a.reshape(n, c, -1).transpose(1, 0, 2)).reshape(1, c, -1)
 
     def from_layout(self, a, shape):
         n, c = shape[:2]
@@ -90,14 +92,16 @@ class BatchNorm(_GroupedNorm):
 
 def _affine(x: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple[int, ...],
             what: str) -> tuple[Tensor, Tensor, Tensor]:
-    """x, weight and bias as tensors of x's float dtype; ones and zeros stand in for None."""
+    """x, weight and bias as tensors of x's float dtype; ones and zeros (on x's device)
+    stand in for None."""
     if not is_floating(x.dtype):
         raise TypeError(f"{what}: input must be floating point, got dtype {x.dtype}")
     for name, param in (("weight", weight), ("bias", bias)):
         if param is not None and tuple(param.shape) != shape:
             raise ValueError(f"{what}: {name} has shape {tuple(param.shape)}, expected {shape}")
-    weight = Tensor._wrap(np.ones(shape, x.dtype)) if weight is None else weight
-    bias = Tensor._wrap(np.zeros(shape, x.dtype)) if bias is None else bias
+    xp = get_array_module(x.data)
+    weight = Tensor._wrap(xp.ones(shape, x.dtype)) if weight is None else weight
+    bias = Tensor._wrap(xp.zeros(shape, x.dtype)) if bias is None else bias
     return as_tensors(x, weight, bias)
 
 
@@ -156,6 +160,9 @@ def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | Non
         if stat is not None and tuple(stat.shape) != (channels,):
             raise ValueError(f"batch_norm: {name} has shape {tuple(stat.shape)}, expected "
                              f"({channels},)")
+        if stat is not None and device_of(stat.data) != device_of(x.data):
+            raise RuntimeError(f"batch_norm: {name} is on {device_of(stat.data)} but the "
+                               f"input is on {device_of(x.data)}: move them to one device")
     x, weight, bias = _affine(x, weight, bias, (channels,), "batch_norm")
     if training:
         count = x.data.size // channels
@@ -168,7 +175,8 @@ def batch_norm(x: Tensor, running_mean: Tensor | None, running_var: Tensor | Non
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm in evaluation mode needs running_mean and running_var")
     # y = x * (w / sqrt(rv + eps)) + (b - rm * w / sqrt(rv + eps)), per channel
-    inverse_std = 1.0 / np.sqrt(running_var.data.astype(x.dtype) + eps)
+    xp = get_array_module(x.data)
+    inverse_std = 1.0 / xp.sqrt(running_var.data.astype(x.dtype) + eps)
     broadcast = (channels,) + (1,) * (x.ndim - 2)
     scale = (weight * inverse_std).reshape(broadcast)
     shift = (bias - running_mean.data.astype(x.dtype) * (weight * inverse_std)).reshape(broadcast)

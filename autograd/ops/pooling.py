@@ -3,13 +3,14 @@
 Pooling reuses the convolution's im2col / col2im (channels-last): the windows of every
 output pixel are a (N*ho*wo, kh*kw, C) array, reduced over the middle axis, and backward
 is col2im of the gradient spread over the window. Like the convolutions, outputs are
-NCHW-shaped views of channels-last arrays.
+NCHW-shaped views of channels-last arrays, and the code is the same on every device.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from autograd.backend import get_array_module
 from autograd.function import Function
 from autograd.kernels.conv import Window, col2im, im2col
 from autograd.ops.conv import channels_first, channels_last, output_size, pair, positive_pair
@@ -30,11 +31,12 @@ class AvgPool2d(Function):
         return channels_first(out.reshape(x.shape[0], *self.window.output, x.shape[1]))
 
     def backward(self, grad):  # out = mean over the window: each tap gets grad / (kh kw)
+        xp = get_array_module(grad)
         n, c, h, w = self.input_shape
         kernel_taps = self.window.kernel[0] * self.window.kernel[1]
         share = channels_last(grad).reshape(-1, 1, c) / kernel_taps
-        spread = np.broadcast_to(share, (share.shape[0], kernel_taps, c))
-        dcols = np.ascontiguousarray(spread).reshape(share.shape[0], -1)
+        spread = xp.broadcast_to(share, (share.shape[0], kernel_taps, c))
+        dcols = xp.ascontiguousarray(spread).reshape(share.shape[0], -1)
         return channels_first(col2im(dcols, (n, h, w, c), self.window))
 
 
@@ -48,14 +50,15 @@ class MaxPool2d(Function):
         taps = im2col(channels_last(x), self.window, pad_value=-np.inf)
         taps = taps.reshape(-1, kernel_taps, x.shape[1])
         self.argmax = taps.argmax(axis=1)[:, None, :]  # (N*ho*wo, 1, C)
-        out = np.take_along_axis(taps, self.argmax, axis=1)
+        out = get_array_module(x).take_along_axis(taps, self.argmax, axis=1)
         return channels_first(out.reshape(x.shape[0], *self.window.output, x.shape[1]))
 
     def backward(self, grad):  # out = x[argmax]: the gradient goes to the argmax tap only
+        xp = get_array_module(grad)
         n, c, h, w = self.input_shape
         kernel_taps = self.window.kernel[0] * self.window.kernel[1]
-        dcols = np.zeros((self.argmax.shape[0], kernel_taps, c), grad.dtype)
-        np.put_along_axis(dcols, self.argmax, channels_last(grad).reshape(-1, 1, c), axis=1)
+        dcols = xp.zeros((self.argmax.shape[0], kernel_taps, c), grad.dtype)
+        xp.put_along_axis(dcols, self.argmax, channels_last(grad).reshape(-1, 1, c), axis=1)
         return channels_first(col2im(dcols.reshape(dcols.shape[0], -1), (n, h, w, c),
                                      self.window))
 
@@ -94,51 +97,62 @@ def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0) -> Tensor:
 
 
 class NearestResize(Function):
-    """out[..., y, x] = in[..., source_rows[y], source_columns[x]]."""
+    """out[..., y, x] = in[..., source_rows[y], source_columns[x]], the indices given by
+    `_source_index` for output size `size` (and `scales`, when given)."""
 
-    def __init__(self, source_rows: np.ndarray, source_columns: np.ndarray) -> None:
-        self.source_rows, self.source_columns = source_rows, source_columns
+    def __init__(self, size: tuple[int, int], scales: tuple) -> None:
+        self.size, self.scales = size, scales
+
+    def _source_indices(self, in_hw, xp) -> tuple:
+        """(source_rows, source_columns), computed with xp: on the arrays' device."""
+        return tuple(_source_index(n, o, s, xp) for n, o, s in zip(in_hw, self.size,
+                                                                   self.scales))
 
     def _integer_factors(self, in_hw) -> tuple[int, int] | None:
-        """(fy, fx) when every source pixel is repeated fy x fx times, else None."""
-        factors = tuple(len(index) // n for index, n in
-                        zip((self.source_rows, self.source_columns), in_hw))
+        """(fy, fx) when every source pixel is repeated fy x fx times, else None (decided
+        on the host, from the host's copy of the indices)."""
+        indices = self._source_indices(in_hw, np)
+        factors = tuple(len(index) // n for index, n in zip(indices, in_hw))
         exact = all(f >= 1 and np.array_equal(index, np.arange(len(index)) // f)
-                    for index, f in zip((self.source_rows, self.source_columns), factors))
+                    for index, f in zip(indices, factors))
         return factors if exact else None
 
     def forward(self, x):
+        xp = get_array_module(x)
         self.input_shape = x.shape
         x_last = channels_last(x)
         factors = self._integer_factors(x.shape[2:])
         if factors is not None:  # a broadcast copy, no gather
             fy, fx = factors
             n, h, w, c = x_last.shape
-            spread = np.broadcast_to(x_last[:, :, None, :, None], (n, h, fy, w, fx, c))
+            spread = xp.broadcast_to(x_last[:, :, None, :, None], (n, h, fy, w, fx, c))
             out = spread.reshape(n, h * fy, w * fx, c)
         else:
-            out = x_last[:, self.source_rows[:, None], self.source_columns[None, :]]
+            rows, columns = self._source_indices(x.shape[2:], xp)
+            out = x_last[:, rows[:, None], columns[None, :]]
         return channels_first(out)
 
     def backward(self, grad):  # each source pixel gets the sum over its copies
+        xp = get_array_module(grad)
         n, c, h, w = self.input_shape
         grad_last = channels_last(grad)
         factors = self._integer_factors((h, w))
         if factors is not None:
             fy, fx = factors
             return channels_first(grad_last.reshape(n, h, fy, w, fx, c).sum(axis=(2, 4)))
-        rows = np.zeros((h, len(self.source_rows)), grad.dtype)  # one-hot sum matrices
-        rows[self.source_rows, np.arange(len(self.source_rows))] = 1
-        columns = np.zeros((w, len(self.source_columns)), grad.dtype)
-        columns[self.source_columns, np.arange(len(self.source_columns))] = 1
-        return np.einsum("yY,xX,nYXc->ncyx", rows, columns, grad_last, optimize=True)
+        source_rows, source_columns = self._source_indices((h, w), xp)
+        rows = xp.zeros((h, len(source_rows)), grad.dtype)  # one-hot sum matrices
+        rows[source_rows, xp.arange(len(source_rows))] = 1
+        columns = xp.zeros((w, len(source_columns)), grad.dtype)
+        columns[source_columns, xp.arange(len(source_columns))] = 1
+        return xp.einsum("yY,xX,nYXc->ncyx", rows, columns, grad_last, optimize=True)
 
 
-def _source_index(in_size: int, out_size: int, scale: float | None) -> np.ndarray:
+def _source_index(in_size: int, out_size: int, scale: float | None, xp=np):
     """PyTorch's 'nearest': floor(out_index * in/out), with 1/scale_factor when given."""
     step = 1.0 / scale if scale is not None else in_size / out_size
-    index = np.floor(np.arange(out_size, dtype=np.float64) * step).astype(np.intp)
-    return np.minimum(index, in_size - 1)
+    index = xp.floor(xp.arange(out_size, dtype=np.float64) * step).astype(np.intp)
+    return xp.minimum(index, in_size - 1)
 
 
 def interpolate(x: Tensor, size=None, scale_factor=None, mode: str = "nearest") -> Tensor:
@@ -162,5 +176,4 @@ def interpolate(x: Tensor, size=None, scale_factor=None, mode: str = "nearest") 
         if min(out_hw) < 1:
             raise ValueError(f"interpolate: scale_factor {scale_factor} leaves an empty "
                              f"output for input {x.shape}")
-    rows, columns = (_source_index(n, o, s) for n, o, s in zip(in_hw, out_hw, scales))
-    return NearestResize.apply(x, source_rows=rows, source_columns=columns)
+    return NearestResize.apply(x, size=tuple(out_hw), scales=tuple(scales))

@@ -4,10 +4,12 @@ sum, mean, var, std, max/min, amax/amin, logsumexp, softmax, log_softmax, argmax
 from __future__ import annotations
 
 import builtins
+import math
 from collections import namedtuple
 
 import numpy as np
 
+from autograd.backend import get_array_module
 from autograd.function import Function
 from autograd.kernels.softmax import softmax_backward, softmax_forward
 from autograd.tensor import Tensor
@@ -38,9 +40,10 @@ def _resolve(dim, keepdim, axis, keepdims):
 
 def expand_reduced(grad, shape, dims, keepdim):
     """Broadcast a reduced gradient back over the reduced dims of `shape`."""
+    xp = get_array_module(grad)
     if not keepdim:
-        grad = np.expand_dims(grad, dims)
-    return np.broadcast_to(grad, shape)
+        grad = xp.expand_dims(grad, dims)
+    return xp.broadcast_to(grad, shape)
 
 
 class Sum(Function):
@@ -49,7 +52,7 @@ class Sum(Function):
 
     def forward(self, a):
         self.shape = a.shape
-        return np.asarray(a.sum(axis=self.dims, keepdims=self.keepdim))
+        return get_array_module(a).asarray(a.sum(axis=self.dims, keepdims=self.keepdim))
 
     def backward(self, grad):  # every element contributes once
         return expand_reduced(grad, self.shape, self.dims, self.keepdim)
@@ -61,8 +64,8 @@ class Mean(Function):
 
     def forward(self, a):
         self.shape = a.shape
-        self.count = int(np.prod([a.shape[d] for d in self.dims]))
-        return np.asarray(a.mean(axis=self.dims, keepdims=self.keepdim))
+        self.count = math.prod(a.shape[d] for d in self.dims)
+        return get_array_module(a).asarray(a.mean(axis=self.dims, keepdims=self.keepdim))
 
     def backward(self, grad):  # each element contributes 1/count
         return expand_reduced(grad / self.count, self.shape, self.dims, self.keepdim)
@@ -73,15 +76,16 @@ class Var(Function):
         self.dims, self.correction, self.keepdim = dims, correction, keepdim
 
     def forward(self, a):
-        count = int(np.prod([a.shape[d] for d in self.dims]))
+        xp = get_array_module(a)
+        count = math.prod(a.shape[d] for d in self.dims)
         self.centered = a - a.mean(axis=self.dims, keepdims=True)
         self.denominator = builtins.max(count - self.correction, 0)
-        squares = np.sum(self.centered * self.centered, axis=self.dims, keepdims=self.keepdim)
+        squares = xp.sum(self.centered * self.centered, axis=self.dims, keepdims=self.keepdim)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.asarray(squares / self.denominator)
+            return xp.asarray(squares / self.denominator)
 
     def backward(self, grad):  # d var = 2 (a - mean) / (N - correction) da
-        grad = grad if self.keepdim else np.expand_dims(grad, self.dims)
+        grad = grad if self.keepdim else get_array_module(grad).expand_dims(grad, self.dims)
         with np.errstate(divide="ignore", invalid="ignore"):
             return grad * self.centered * (2 / self.denominator)
 
@@ -91,17 +95,19 @@ class AMax(Function):
         self.dims, self.keepdim, self.largest = dims, keepdim, largest
 
     def forward(self, a):
-        reduce = np.max if self.largest else np.min
-        out = np.asarray(reduce(a, axis=self.dims, keepdims=self.keepdim))
+        xp = get_array_module(a)
+        reduce = xp.max if self.largest else xp.min
+        out = xp.asarray(reduce(a, axis=self.dims, keepdims=self.keepdim))
         self.save_for_backward(a)
         self.out = out
         return out
 
     def backward(self, grad):  # shared evenly among the elements that reach the extreme
         (a,) = self.saved
-        out = self.out if self.keepdim else np.expand_dims(self.out, self.dims)
+        xp = get_array_module(a)
+        out = self.out if self.keepdim else xp.expand_dims(self.out, self.dims)
         winners = a == out
-        grad = grad if self.keepdim else np.expand_dims(grad, self.dims)
+        grad = grad if self.keepdim else xp.expand_dims(grad, self.dims)
         return grad * winners / winners.sum(axis=self.dims, keepdims=True)
 
 
@@ -110,15 +116,16 @@ class LogSumExp(Function):
         self.dims, self.keepdim = dims, keepdim
 
     def forward(self, a):
-        peak = np.max(a, axis=self.dims, keepdims=True)
-        peak = np.where(np.isfinite(peak), peak, 0)
-        total = np.sum(np.exp(a - peak), axis=self.dims, keepdims=True)
-        out = np.log(total) + peak
-        self.softmax = np.exp(a - out)
-        return out if self.keepdim else np.squeeze(out, axis=self.dims)
+        xp = get_array_module(a)
+        peak = xp.max(a, axis=self.dims, keepdims=True)
+        peak = xp.where(xp.isfinite(peak), peak, 0)
+        total = xp.sum(xp.exp(a - peak), axis=self.dims, keepdims=True)
+        out = xp.log(total) + peak
+        self.softmax = xp.exp(a - out)
+        return out if self.keepdim else xp.squeeze(out, axis=self.dims)
 
     def backward(self, grad):  # d logsumexp = softmax da
-        grad = grad if self.keepdim else np.expand_dims(grad, self.dims)
+        grad = grad if self.keepdim else get_array_module(grad).expand_dims(grad, self.dims)
         return grad * self.softmax
 
 
@@ -133,8 +140,9 @@ class Softmax(Function):
         if self.fused:
             out = softmax_forward(a, zero_empty_rows=False)
         else:
-            shifted = np.exp(a - np.max(a, axis=self.dim, keepdims=True))
-            out = shifted / np.sum(shifted, axis=self.dim, keepdims=True)
+            xp = get_array_module(a)
+            shifted = xp.exp(a - xp.max(a, axis=self.dim, keepdims=True))
+            out = shifted / xp.sum(shifted, axis=self.dim, keepdims=True)
         self.save_for_backward(out)
         return out
 
@@ -142,7 +150,7 @@ class Softmax(Function):
         (out,) = self.saved
         if self.fused:
             return softmax_backward(grad, out)
-        return out * (grad - np.sum(grad * out, axis=self.dim, keepdims=True))
+        return out * (grad - (grad * out).sum(axis=self.dim, keepdims=True))
 
 
 class LogSoftmax(Function):
@@ -150,14 +158,16 @@ class LogSoftmax(Function):
         self.dim = dim
 
     def forward(self, a):
-        shifted = a - np.max(a, axis=self.dim, keepdims=True)
-        out = shifted - np.log(np.sum(np.exp(shifted), axis=self.dim, keepdims=True))
+        xp = get_array_module(a)
+        shifted = a - xp.max(a, axis=self.dim, keepdims=True)
+        out = shifted - xp.log(xp.sum(xp.exp(shifted), axis=self.dim, keepdims=True))
         self.save_for_backward(out)
         return out
 
     def backward(self, grad):  # d log_softmax = g - softmax * sum(g)
         (out,) = self.saved
-        return grad - np.exp(out) * np.sum(grad, axis=self.dim, keepdims=True)
+        xp = get_array_module(out)
+        return grad - xp.exp(out) * xp.sum(grad, axis=self.dim, keepdims=True)
 
 
 # ---- public functions ---------------------------------------------------------------------
@@ -213,12 +223,13 @@ def _extreme(a: Tensor, dim, keepdim, largest: bool, other=None):
     from autograd.ops.shape import gather
 
     dim = normalize_dims(dim, a.ndim)[0]
-    pick = np.argmax if largest else np.argmin
-    indices = np.expand_dims(pick(a.data, axis=dim), dim)
+    xp = get_array_module(a.data)
+    pick = xp.argmax if largest else xp.argmin
+    indices = pick(a.data, axis=dim, keepdims=True)
     values = gather(a, dim, indices)
     if not keepdim:
-        values, indices = values.squeeze(dim), np.squeeze(indices, dim)
-    return MaxResult(values, Tensor._wrap(indices.astype(np.int64)))
+        values, indices = values.squeeze(dim), xp.squeeze(indices, axis=dim)
+    return MaxResult(values, Tensor._wrap(indices.astype(np.int64, copy=False)))
 
 
 def max(a: Tensor, dim=None, keepdim: bool = False, *, axis=None, keepdims=False):
@@ -249,16 +260,21 @@ def log_softmax(a: Tensor, dim: int = -1) -> Tensor:
     return LogSoftmax.apply(a, dim=normalize_dims(dim, a.ndim)[0] if a.ndim else None)
 
 
-def _arg(pick):
+def _arg(name: str):
     def arg(a: Tensor, dim: int | None = None, keepdim: bool = False) -> Tensor:
-        if dim is None:
-            return Tensor._wrap(np.asarray(pick(a.data), dtype=np.int64))
-        return Tensor._wrap(pick(a.data, axis=dim, keepdims=keepdim).astype(np.int64))
+        xp = get_array_module(a.data)
+        pick = getattr(xp, name)
+        if dim is None:  # the index into the flattened tensor
+            return Tensor._wrap(xp.asarray(pick(a.data), dtype=np.int64))
+        dim = normalize_dims(dim, a.ndim)[0]
+        return Tensor._wrap(pick(a.data, axis=dim, keepdims=keepdim).astype(np.int64,
+                                                                           copy=False))
 
-    arg.__name__ = pick.__name__
-    arg.__doc__ = f"Index of the {pick.__name__[3:]}imum (an int64 tensor without gradient)."
+    arg.__name__ = name
+    arg.__doc__ = (f"Index of the {name[3:]}imum (an int64 tensor without gradient, on the "
+                   "tensor's device).")
     return arg
 
 
-argmax = _arg(np.argmax)
-argmin = _arg(np.argmin)
+argmax = _arg("argmax")
+argmin = _arg("argmin")

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from autograd.backend import device_of, get_array_module, to_device
 from autograd.function import Function
 from autograd.ops.reduction import normalize_dims
 from autograd.tensor import Tensor
@@ -47,10 +48,10 @@ class Permute(Function):
         self.dims = dims
 
     def forward(self, a):
-        return np.transpose(a, self.dims)
+        return a.transpose(self.dims)
 
     def backward(self, grad):  # the inverse permutation
-        return np.transpose(grad, np.argsort(self.dims))
+        return grad.transpose(tuple(int(d) for d in np.argsort(self.dims)))
 
 
 class BroadcastTo(Function):
@@ -61,7 +62,7 @@ class BroadcastTo(Function):
 
     def forward(self, a):
         try:
-            return np.broadcast_to(a, self.shape)
+            return get_array_module(a).broadcast_to(a, self.shape)
         except ValueError:
             raise ValueError(f"cannot broadcast shape {a.shape} to {self.shape}") from None
 
@@ -129,14 +130,19 @@ def expand(a: Tensor, *sizes) -> Tensor:
 # ---- indexing -----------------------------------------------------------------------------
 
 
-def index_key(index):
-    """An index with tensors replaced by their arrays."""
+def index_key(index, like=None):
+    """An index with tensors and lists replaced by arrays, on the device of the array
+    `like` that it indexes (index arrays from the host go to the GPU)."""
     if isinstance(index, tuple):
-        return tuple(index_key(i) for i in index)
+        return tuple(index_key(i, like) for i in index)
     if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, list):
-        return np.asarray(index)
+        index = index.data
+    elif isinstance(index, list):
+        index = np.asarray(index)
+    elif isinstance(index, np.generic):  # a NumPy number: a basic index, not an index array
+        return index.item()
+    if like is not None and hasattr(index, "dtype"):
+        return to_device(index, device_of(like))
     return index
 
 
@@ -147,13 +153,45 @@ def _is_basic(index) -> bool:
     )
 
 
+def _is_device_array(part) -> bool:
+    return hasattr(part, "dtype") and not isinstance(part, (np.ndarray, np.generic))
+
+
+def _as_python_number(part):
+    return part.item() if isinstance(part, np.generic) else part
+
+
+def _index_for(a: Tensor, index):
+    """`index` (tensors and lists already arrays) ready to index the array of `a`.
+
+    For a GPU tensor, host index arrays move to its device, once NumPy has checked on the
+    host that they fit (CuPy wraps out-of-range indices around instead of raising), and NumPy
+    scalars become Python numbers (a 0-d device array would turn basic indexing into
+    advanced indexing). An index on a GPU for a CPU tensor is an error, as in PyTorch."""
+    parts = index if isinstance(index, tuple) else (index,)
+    on_gpu = [p for p in parts if _is_device_array(p)]
+    if isinstance(a.data, np.ndarray):
+        if on_gpu:
+            raise RuntimeError(f"indexing a tensor on cpu with an index on "
+                               f"{device_of(on_gpu[0])}: move the index with .cpu()")
+        return index
+    parts = tuple(_as_python_number(p) for p in parts)
+    index = parts if isinstance(index, tuple) else parts[0]
+    if not on_gpu and not _is_basic(index):
+        try:  # indexing a broadcast scalar costs only the result's size
+            np.broadcast_to(np.zeros((), np.bool_), a.shape)[index]
+        except IndexError as error:
+            raise IndexError(f"index {index!r} into shape {a.shape}: {error}") from None
+    return index_key(index, a.data)
+
+
 def _scatter_key(index):
-    """The key for `np.add.at`: boolean masks become integer index arrays."""
+    """The key for `xp.add.at`: boolean masks become integer index arrays."""
     parts = index if isinstance(index, tuple) else (index,)
     out = []
     for part in parts:
-        if isinstance(part, np.ndarray) and part.dtype == np.bool_:
-            out.extend(np.nonzero(part))
+        if hasattr(part, "dtype") and part.dtype == np.bool_:
+            out.extend(get_array_module(part).nonzero(part))
         else:
             out.append(part)
     return tuple(out)
@@ -172,20 +210,32 @@ class GetItem(Function):
             raise IndexError(f"index {self.index!r} into shape {a.shape}: {error}") from None
 
     def backward(self, grad):  # scatter back; repeated indices add up
-        out = np.zeros(self.input_shape, dtype=grad.dtype)
+        xp = get_array_module(grad)
+        out = xp.zeros(self.input_shape, dtype=grad.dtype)
         if self.basic:
             out[self.index] = grad
         else:
-            np.add.at(out, _scatter_key(self.index), grad)
+            xp.add.at(out, _scatter_key(self.index), grad)
         return out
 
 
 def getitem(a: Tensor, index) -> Tensor:
-    index = index_key(index)
+    index = _index_for(a, index_key(index))
     out = GetItem.apply(a, index=index)
     if _is_basic(index):
         out._version_counter = a._version_counter
     return out
+
+
+def _along_axis_key(index, dim: int) -> tuple:
+    """The key of `xp.add.at` that reaches, for each element of `index`, the position it
+    names along `dim` (an open grid over the other dims, as np.indices(sparse=True))."""
+    xp = get_array_module(index)
+    key = []
+    for d, size in enumerate(index.shape):
+        shape = (1,) * d + (size,) + (1,) * (index.ndim - d - 1)
+        key.append(index if d == dim else xp.arange(size).reshape(shape))
+    return tuple(key)
 
 
 class Gather(Function):
@@ -194,24 +244,38 @@ class Gather(Function):
 
     def forward(self, a):
         self.input_shape = a.shape
-        return np.take_along_axis(a, self.index, axis=self.dim)
+        return get_array_module(a).take_along_axis(a, self.index, axis=self.dim)
 
     def backward(self, grad):  # scatter-add into the gathered positions
-        out = np.zeros(self.input_shape, dtype=grad.dtype)
-        grid = list(np.indices(self.index.shape, sparse=True))
-        grid[self.dim] = self.index
-        np.add.at(out, tuple(grid), grad)
+        xp = get_array_module(grad)
+        out = xp.zeros(self.input_shape, dtype=grad.dtype)
+        xp.add.at(out, _along_axis_key(self.index, self.dim), grad)
         return out
 
 
 def gather(a: Tensor, dim: int, index) -> Tensor:
-    """out[i][j] = a[i][index[i][j]] along `dim` (PyTorch's gather)."""
-    index = np.asarray(index_key(index))
+    """out[i][j] = a[i][index[i][j]] along `dim` (PyTorch's gather). A host index moves to
+    the tensor's device (checked on the host first: a GPU would wrap it around)."""
+    index = index_key(index)
+    if not hasattr(index, "dtype"):
+        index = np.asarray(index)
     if not np.issubdtype(index.dtype, np.integer):
         raise TypeError(f"gather index must be integers, got dtype {index.dtype}")
     if index.ndim != a.ndim:
         raise ValueError(f"gather index has {index.ndim} dims, the tensor has {a.ndim}")
-    return Gather.apply(a, dim=normalize_dims(dim, a.ndim)[0], index=index)
+    dim = normalize_dims(dim, a.ndim)[0]
+    if isinstance(a.data, np.ndarray):
+        if _is_device_array(index):
+            raise RuntimeError(f"gather: the index is on {device_of(index)} but the tensor is "
+                               "on cpu: move the index with .cpu()")
+    elif isinstance(index, np.ndarray):
+        size = a.shape[dim]
+        if index.size and (index.min() < -size or index.max() >= size):
+            bad = index[(index < -size) | (index >= size)].flat[0]
+            raise IndexError(f"gather: index {bad} is out of bounds for dim {dim} with size "
+                             f"{size}")
+        index = index_key(index, a.data)
+    return Gather.apply(a, dim=dim, index=index)
 
 
 # ---- joining and splitting ----------------------------------------------------------------
@@ -227,16 +291,17 @@ class Cat(Function):
         self.dim = dim
 
     def forward(self, *arrays):
-        self.bounds = np.cumsum([a.shape[self.dim] for a in arrays])[:-1]
+        xp = get_array_module(arrays[0])  # Function.apply checked they share a device
+        self.bounds = [int(b) for b in np.cumsum([a.shape[self.dim] for a in arrays])[:-1]]
         if self.dim == 1 and all(_is_channels_last(a) for a in arrays):
             # Keep convolutions' channels-last memory (a UNet's skip concatenation feeds a
             # norm and a conv, which would each transpose an NCHW result back).
-            last = np.concatenate([a.transpose(0, 2, 3, 1) for a in arrays], axis=3)
+            last = xp.concatenate([a.transpose(0, 2, 3, 1) for a in arrays], axis=3)
             return last.transpose(0, 3, 1, 2)
-        return np.concatenate(arrays, axis=self.dim)
+        return xp.concatenate(arrays, axis=self.dim)
 
     def backward(self, grad):  # each input gets its slice
-        return tuple(np.split(grad, self.bounds, axis=self.dim))
+        return tuple(get_array_module(grad).split(grad, self.bounds, axis=self.dim))
 
 
 class Stack(Function):
@@ -244,10 +309,11 @@ class Stack(Function):
         self.dim = dim
 
     def forward(self, *arrays):
-        return np.stack(arrays, axis=self.dim)
+        return get_array_module(arrays[0]).stack(arrays, axis=self.dim)
 
-    def backward(self, grad):
-        return tuple(np.moveaxis(grad, self.dim, 0))
+    def backward(self, grad):  # input i gets the slice i along dim
+        moved = get_array_module(grad).moveaxis(grad, self.dim, 0)
+        return tuple(moved[i] for i in range(moved.shape[0]))
 
 
 def _check_same(tensors, what: str, dim: int) -> None:
@@ -320,7 +386,8 @@ class Pad(Function):
         self.widths, self.value = widths, value
 
     def forward(self, a):
-        return np.pad(a, self.widths, mode="constant", constant_values=self.value)
+        return get_array_module(a).pad(a, self.widths, mode="constant",
+                                       constant_values=self.value)
 
     def backward(self, grad):  # the gradient of the unpadded region
         return grad[tuple(slice(lo, grad.shape[i] - hi) for i, (lo, hi) in

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
-
+from autograd.backend import get_array_module
+from autograd.kernels.adam import AdamSettings, adam_step
 from autograd.optim.optimizer import Optimizer
 
 
@@ -25,37 +25,25 @@ class Adam(Optimizer):
                                       maximize=maximize))
 
     def step(self) -> None:
+        """One update of every parameter with a gradient: on a GPU one fused kernel per
+        parameter (`kernels/adam.py`), with the step count and bias corrections as Python
+        numbers (no device-to-host copy)."""
         for group in self.param_groups:
             lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-            weight_decay = group["weight_decay"]
             for p, grad, state in self._params_with_grad(group):
-                grad = -grad if group["maximize"] else grad
+                xp = get_array_module(p.data)
                 if not state:
                     state["step"] = 0
-                    state["exp_avg"] = np.zeros_like(p.data)
-                    state["exp_avg_sq"] = np.zeros_like(p.data)
-                    if group["amsgrad"]:
-                        state["max_exp_avg_sq"] = np.zeros_like(p.data)
+                    state["exp_avg"] = xp.zeros_like(p.data)
+                    state["exp_avg_sq"] = xp.zeros_like(p.data)
+                if group["amsgrad"] and "max_exp_avg_sq" not in state:
+                    state["max_exp_avg_sq"] = xp.zeros_like(p.data)
                 state["step"] += 1
-                step = state["step"]
-                if weight_decay and self.decoupled_weight_decay:
-                    p.data *= 1 - lr * weight_decay
-                elif weight_decay:
-                    grad = grad + weight_decay * p.data
-                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-                exp_avg += (grad - exp_avg) * (1 - beta1)  # lerp, as torch.lerp_
-                exp_avg_sq *= beta2
-                exp_avg_sq += (1 - beta2) * grad * grad
-                bias_correction2_sqrt = (1 - beta2**step) ** 0.5
-                if group["amsgrad"]:
-                    np.maximum(state["max_exp_avg_sq"], exp_avg_sq,
-                               out=state["max_exp_avg_sq"])
-                    second = state["max_exp_avg_sq"]
-                else:
-                    second = exp_avg_sq
-                denom = np.sqrt(second) / bias_correction2_sqrt + eps
-                step_size = lr / (1 - beta1**step)
-                p.data -= step_size * exp_avg / denom  # torch's addcdiv order
+                settings = AdamSettings(lr, beta1, beta2, eps, group["weight_decay"],
+                                        self.decoupled_weight_decay, group["amsgrad"],
+                                        group["maximize"], state["step"])
+                adam_step(p.data, grad, state["exp_avg"], state["exp_avg_sq"],
+                          state["max_exp_avg_sq"] if group["amsgrad"] else None, settings)
 
 
 class AdamW(Adam):

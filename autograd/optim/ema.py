@@ -2,6 +2,9 @@
 
 decay(step) = min(max_decay, 1 - (1 + step / inv_gamma) ** -power) with warm-up, else
 min(max_decay, (1 + step) / (10 + step)); shadow = shadow - (1 - decay) (shadow - param).
+
+The shadow arrays live on their parameters' device, in their dtype, and follow them: after
+`Module.to(device)` they move at the next `step` or `copy_to`.
 """
 
 from __future__ import annotations
@@ -9,9 +12,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 
-import numpy as np
-
+from autograd.backend import Device, to_device
 from autograd.grad_mode import no_grad
+from autograd.optim.optimizer import copied_onto, follow, is_array
 from autograd.tensor import Tensor
 
 
@@ -29,7 +32,7 @@ class EMAModel:
         self.use_ema_warmup, self.inv_gamma, self.power = use_ema_warmup, inv_gamma, power
         self.optimization_step = 0
         self.cur_decay_value: float | None = None
-        self.collected_params: list[np.ndarray] | None = None
+        self.collected_params: list | None = None  # arrays saved by store()
 
     def get_decay(self, optimization_step: int) -> float:
         step = max(0, optimization_step - self.update_after_step - 1)
@@ -48,6 +51,7 @@ class EMAModel:
         self.optimization_step += 1
         decay = self.get_decay(self.optimization_step)
         self.cur_decay_value = decay
+        self._follow(parameters)
         for shadow, p in zip(self.shadow_params, parameters):
             if p.requires_grad:
                 shadow -= (1 - decay) * (shadow - p.data)
@@ -57,6 +61,7 @@ class EMAModel:
     def copy_to(self, parameters: Iterable[Tensor]) -> None:
         parameters = list(parameters)
         self._check(parameters)
+        self._follow(parameters)
         with no_grad():
             for shadow, p in zip(self.shadow_params, parameters):
                 p.copy_(shadow)
@@ -83,6 +88,18 @@ class EMAModel:
         finally:
             self.restore(parameters)
 
+    def to(self, device: str | Device | None = None, dtype=None) -> EMAModel:
+        """Move the shadow arrays (diffusers' method); `step` moves them back to the
+        parameters' device and dtype if those differ."""
+        self.shadow_params = [
+            (s if device is None else to_device(s, device)).astype(dtype or s.dtype,
+                                                                  copy=False)
+            for s in self.shadow_params]
+        return self
+
+    def _follow(self, parameters: list[Tensor]) -> None:
+        self.shadow_params = [follow(s, p.data) for s, p in zip(self.shadow_params, parameters)]
+
     def _check(self, parameters: list[Tensor]) -> None:
         if len(parameters) != len(self.shadow_params):
             raise ValueError(f"EMA holds {len(self.shadow_params)} parameters, got "
@@ -92,6 +109,8 @@ class EMAModel:
                 raise ValueError(f"EMA parameter shape {shadow.shape} != {p.shape}")
 
     def state_dict(self) -> dict:
+        """Settings and copies of the shadow arrays, on their device (as the optimizer's:
+        `autograd.save` copies them to the host)."""
         return {
             "decay": self.decay, "min_decay": self.min_decay,
             "optimization_step": self.optimization_step,
@@ -101,11 +120,14 @@ class EMAModel:
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
-        shadows = [np.asarray(s) for s in state_dict["shadow_params"]]
-        if [s.shape for s in shadows] != [s.shape for s in self.shadow_params]:
-            raise ValueError("EMA state_dict's parameter shapes differ from this model's")
-        self.shadow_params = [s.astype(own.dtype, copy=True)
-                              for s, own in zip(shadows, self.shadow_params)]
+        """Restore settings and averages; shadow arrays (NumPy or CuPy arrays, or tensors,
+        on any device) are copied onto this EMA's device, in its dtype."""
+        shadows = [s.data if isinstance(s, Tensor) else s for s in state_dict["shadow_params"]]
+        shapes = [tuple(s.shape) if is_array(s) else None for s in shadows]
+        if shapes != [s.shape for s in self.shadow_params]:
+            raise ValueError("EMA state_dict's parameter shapes differ from this model's: "
+                             f"{shapes} != {[s.shape for s in self.shadow_params]}")
+        self.shadow_params = [copied_onto(s, own) for s, own in zip(shadows, self.shadow_params)]
         for key in ("decay", "min_decay", "optimization_step", "update_after_step",
                     "use_ema_warmup", "inv_gamma", "power"):
             setattr(self, key, state_dict[key])

@@ -1,5 +1,9 @@
 """`Optimizer`: parameter groups, per-parameter state, zero_grad and state_dict (PyTorch's
-layout, so a run can resume exactly)."""
+layout, so a run can resume exactly).
+
+State arrays (moments, momentum buffers) live on their parameter's device, in its dtype,
+and follow it: after `Module.to(device)` they move at the next `step()`.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,36 @@ from typing import Any
 
 import numpy as np
 
+from autograd.backend import device_of, get_array_module, is_cupy_array, is_floating, to_device
 from autograd.tensor import Tensor
+
+
+def is_array(value: Any) -> bool:
+    """A NumPy or CuPy array (not a Python number, a list or a tensor)."""
+    return isinstance(value, np.ndarray) or is_cupy_array(value)
+
+
+def follow(array, like):
+    """`array` on `like`'s device and, when both are floating, in its dtype: itself when it
+    already is (state follows its parameter)."""
+    if type(array) is not np.ndarray or type(like) is not np.ndarray:
+        array = to_device(array, device_of(like))
+    if array.dtype != like.dtype and is_floating(array.dtype) and is_floating(like.dtype):
+        array = array.astype(like.dtype)
+    return array
+
+
+def copied_onto(array, like):
+    """A copy of `array` (on any device) on `like`'s device, in its dtype."""
+    moved = to_device(array, device_of(like))
+    return moved.astype(like.dtype, copy=moved is array)
+
+
+def follow_state(state: dict, like) -> None:
+    """Move the arrays of one parameter's state to the parameter (see `follow`)."""
+    for key, value in state.items():
+        if is_array(value):
+            state[key] = follow(value, like)
 
 
 class Optimizer:
@@ -46,20 +79,26 @@ class Optimizer:
                 if set_to_none:
                     p.grad = None
                 elif p.grad is not None:
-                    p.grad.data = np.zeros_like(p.grad.data)
+                    p.grad.data = get_array_module(p.grad.data).zeros_like(p.grad.data)
 
     def step(self) -> None:
         raise NotImplementedError
 
     def _params_with_grad(self, group: dict):
+        """(parameter, its gradient array, its state) for the parameters that have a
+        gradient; the state moved to the parameter's device and dtype first."""
         for p in group["params"]:
             if p.grad is not None:
                 p._version_counter.value += 1  # the update below changes p in place
-                yield p, p.grad.data, self.state.setdefault(p, {})
+                state = self.state.setdefault(p, {})
+                follow_state(state, p.data)
+                yield p, p.grad.data, state
 
     def state_dict(self) -> dict:
         """{'state': {index: {...}}, 'param_groups': [{..., 'params': [index, ...]}]}, with
-        parameters numbered in group order, as PyTorch does."""
+        parameters numbered in group order, as PyTorch does. State arrays are copies on
+        their device (CuPy arrays for a parameter on a GPU: nothing is copied to the host;
+        `autograd.save` does that)."""
         index = {}
         groups = []
         for group in self.param_groups:
@@ -68,12 +107,14 @@ class Optimizer:
                 index.setdefault(id(p), len(index))
                 numbered["params"].append(index[id(p)])
             groups.append(numbered)
-        state = {index[id(p)]: {k: (v.copy() if isinstance(v, np.ndarray) else v)
+        state = {index[id(p)]: {k: (v.copy() if is_array(v) else v)
                                 for k, v in s.items()}
                  for p, s in self.state.items() if id(p) in index}
         return {"state": state, "param_groups": copy.deepcopy(groups)}
 
     def load_state_dict(self, state_dict: dict) -> None:
+        """Restore settings and state; state arrays (NumPy or CuPy arrays, or tensors, on
+        any device) are copied onto each parameter's device, in its dtype."""
         groups = state_dict["param_groups"]
         if len(groups) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(groups)} parameter groups, the optimizer "
@@ -89,10 +130,7 @@ class Optimizer:
         saved_state = {int(k): v for k, v in state_dict["state"].items()}
         for number, p in params:
             if number in saved_state:
-                self.state[p] = {
-                    k: (np.array(v, dtype=p.dtype) if isinstance(v, np.ndarray) else v)
-                    for k, v in saved_state[number].items()
-                }
+                self.state[p] = {k: _loaded(v, p.data) for k, v in saved_state[number].items()}
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -100,3 +138,11 @@ class Optimizer:
             lines.append(f"Parameter Group {i}")
             lines.extend(f"    {k}: {v}" for k, v in sorted(group.items()) if k != "params")
         return "\n".join(lines) + "\n)"
+
+
+def _loaded(value: Any, like) -> Any:
+    """A saved state entry for the parameter array `like`: arrays and tensors as a copy on
+    its device in its dtype, other values as they are."""
+    if isinstance(value, Tensor):
+        value = value.data
+    return copied_onto(value, like) if is_array(value) else value
