@@ -161,3 +161,13 @@ def test_the_simulated_cupy_is_strict():
             cupy.zeros(3, like=a)
         assert isinstance(a.sum(), cupy.ndarray) and a.sum().shape == ()
         assert a.astype(np.float64, copy=False) is a
+
+
+def test_moves_pass_the_gradient_check():
+    rng = np.random.default_rng(4)
+    with simulated_cuda():
+        for shape in [(3,), (2, 3), (1, 4, 2)]:
+            x = autograd.tensor(rng.standard_normal(shape), dtype=autograd.float64,
+                                requires_grad=True)
+            assert autograd.gradcheck(
+                lambda t: (t.to("cuda").tanh() * t.to("cuda")).sum(-1).cpu(), [x])
