@@ -34,10 +34,8 @@ def tensor(data: Any, dtype=None, device: str | Device | None = None,
     """A new tensor holding a copy of `data` (as `torch.tensor`), on `device` (default:
     where `data` is, the CPU for Python values)."""
     array = as_array(data, dtype)
-    copy = array.copy() if device is None else to_device(array, device)
-    if copy is array:  # already on `device`: still a copy
-        copy = array.copy()
-    return Tensor(copy, requires_grad=requires_grad)
+    moved = array if device is None else to_device(array, device)
+    return Tensor(moved.copy() if moved is array else moved, requires_grad=requires_grad)
 
 
 def from_numpy(array: np.ndarray) -> Tensor:

@@ -67,7 +67,7 @@ def main() -> None:
     x = to_device(images[: args.batch], args.device)
     t = np.full(args.batch, 500)
     # what sampling runs: on the CPU the batch in slices, one per thread; on a GPU one call
-    sliced = model if on_gpu else sliced_forward(model)
+    sliced = sliced_forward(model)
     with autograd.no_grad():
         forward_s = median_seconds(timed(lambda: sliced(x, t)), args.steps)
         single_call_s = median_seconds(timed(lambda: model(x, t)), args.steps)

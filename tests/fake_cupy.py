@@ -187,30 +187,6 @@ class ndarray:  # noqa: N801 (CuPy's name)
         transfers["to_device"] += 1
         self._array[...] = array
 
-    def item(self):
-        transfers["to_host"] += 1
-        return self._array.item()
-
-    def tolist(self):
-        transfers["to_host"] += 1
-        return self._array.tolist()
-
-    def __float__(self) -> float:
-        transfers["to_host"] += 1
-        return float(self._array)
-
-    def __int__(self) -> int:
-        transfers["to_host"] += 1
-        return int(self._array)
-
-    def __bool__(self) -> bool:
-        transfers["to_host"] += 1
-        return bool(self._array)
-
-    def __complex__(self) -> complex:
-        transfers["to_host"] += 1
-        return complex(self._array)
-
     def __repr__(self) -> str:
         transfers["to_host"] += 1
         return "array(" + np.array2string(self._array, separator=", ") + ", device='sim')"
@@ -237,7 +213,22 @@ class ndarray:  # noqa: N801 (CuPy's name)
         return ndarray(self._array.copy())
 
 
-def _operator(name: str, reflected: bool = False, inplace: bool = False):
+def _read_on_host(convert):
+    """A method that reads the array on the host: one device-to-host transfer."""
+    def method(self):
+        transfers["to_host"] += 1
+        return convert(self._array)
+
+    return method
+
+
+for _name, _convert in (("item", np.ndarray.item), ("tolist", np.ndarray.tolist),
+                        ("__float__", float), ("__int__", int), ("__bool__", bool),
+                        ("__complex__", complex)):
+    setattr(ndarray, _name, _read_on_host(_convert))
+
+
+def _operator(name: str, inplace: bool = False):
     def method(self, other=None):
         operand = _unwrap(other, f"cupy.ndarray.{name}")
         if inplace:

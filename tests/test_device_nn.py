@@ -290,7 +290,8 @@ def test_replicas_on_a_gpu_run_in_order_on_the_calling_thread(gpu_device):
     replicas = Replicas(net, 3)  # built on the CPU; the module moves after
     net.to(gpu_device)
     values = replicas.backward(_slice_losses(x, target, 3, gpu_device), workers=3)
-    np.testing.assert_allclose(values, cpu_values, **tolerance())
+    np.testing.assert_allclose([float(v) for v in values], [float(v) for v in cpu_values],
+                               **tolerance())
     per_slice = []  # each slice alone on the GPU, then summed in order 0, 1, 2
     for loss in _slice_losses(x, target, 3, gpu_device):
         net.zero_grad()

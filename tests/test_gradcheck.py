@@ -49,3 +49,17 @@ def test_gradcheck_leaves_the_inputs_and_their_grads_alone():
     autograd.gradcheck(lambda t: t.exp(), [x])
     assert x.grad is None
     np.testing.assert_array_equal(x.numpy(), [0.5, -0.25])
+
+
+def test_gradcheck_runs_on_the_device(gpu_device):
+    """The finite differences are taken on the tensors' device; wrong gradients are caught
+    there too, and the input is left as it was."""
+    x = autograd.Tensor(np.linspace(-1, 1, 5), device=gpu_device, requires_grad=True)
+    assert autograd.gradcheck(lambda t: (t * t.exp()).softmax(-1), [x])
+    assert autograd.gradcheck_directional(lambda t: t[[0, 0, 3]].logsumexp(0), [x])
+    with pytest.raises(autograd.GradcheckError, match=r"input 0 at index \(4,\)"):
+        autograd.gradcheck(WrongSquare.apply, [x])
+    with pytest.raises(autograd.GradcheckError, match="directional"):
+        autograd.gradcheck_directional(WrongSquare.apply, [x])
+    assert x.grad is None and x.device == gpu_device
+    np.testing.assert_array_equal(x.cpu().numpy(), np.linspace(-1, 1, 5))

@@ -36,7 +36,7 @@ def test_slices_give_the_whole_batch_gradient_whatever_the_workers(slices):
     results = []
     for workers in (1, 2):
         values = replicas.backward(slice_losses(x, target, slices), workers=workers)
-        assert sum(values) == pytest.approx(loss.item(), rel=1e-12)
+        assert sum(float(v) for v in values) == pytest.approx(loss.item(), rel=1e-12)
         results.append([p.grad.numpy().copy() for p in net.parameters()])
     for whole, serial, threaded in zip(expected, *results):
         np.testing.assert_allclose(serial, whole, rtol=1e-10, atol=1e-12)

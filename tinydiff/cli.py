@@ -242,14 +242,6 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def batch_forward(model):
-    """The model as sampling calls it: on the CPU the batch in slices, one per thread
-    (`sliced_forward`); on a GPU the whole batch in one call."""
-    from autograd.nn.parallel import sliced_forward
-
-    return sliced_forward(model) if model.device.type == "cpu" else model
-
-
 def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps: int = 50,
                     eta: float = 0.0, class_label: int | None = None,
                     guidance: float | None = None, seed: int = 0, npz: Path | None = None,
@@ -261,6 +253,7 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
     were asked for (`class_label`, or the digits in turn), sampled with `guidance` (default
     DEFAULT_GUIDANCE)."""
     import autograd
+    from autograd.nn.parallel import sliced_forward
     from tinydiff.plots import plot_trajectory, save_image_grid
     from tinydiff.samplers import class_guidance, sample
     from tinydiff.training import checkpoint_variance_type, load_for_sampling
@@ -274,7 +267,7 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
                                   scale_factor)
         if trajectory is not None:
             raise ValueError("--trajectory draws pixel-space runs only; this is a latent run")
-    forward = batch_forward(model)
+    forward = sliced_forward(model)  # on the CPU the batch in slices, one per thread
     conditional = model.config.num_classes is not None
     if (class_label is not None or guidance is not None) and not conditional:
         raise ValueError(f"{ckpt} holds an unconditional model: --class and --guidance need "
@@ -346,13 +339,14 @@ def run_eval(args: argparse.Namespace) -> int:
         if sidecar_path(args.ckpt).exists():
             raise ValueError("--nll-images: the bound in bits/dim is of pixel-space models; "
                              f"{args.ckpt} is a latent diffusion run")
+        from autograd.nn.parallel import sliced_forward
         from tinydiff.data import load_mnist
         from tinydiff.training import checkpoint_variance_type, load_for_sampling
 
         model, schedule, prediction_type, state = load_for_sampling(
             args.ckpt, use_ema=not args.no_ema, device=args.device)
         images = load_mnist("test")[0][: args.nll_images]
-        mean, error = nll_bits_per_dim(batch_forward(model), schedule, images,
+        mean, error = nll_bits_per_dim(sliced_forward(model), schedule, images,
                                        prediction_type, seed=args.seed,
                                        variance_type=checkpoint_variance_type(state),
                                        device=args.device)

@@ -438,8 +438,8 @@ def p_log_variance(schedule: NoiseSchedule, variance_type: str, t: np.ndarray,
     `variance_values` (N, C, ...), an array or a Tensor (then so is the result), between the
     clipped log beta tilde and log beta."""
     t = check_timesteps(schedule, t, like)
-    like = array_of(like)
-    per_image = to_device(np.zeros((len(t),) + (1,) * (like.ndim - 1)), device_of(like))
+    like = array_of(like)  # float64 (N, 1, ..., 1) on like's device: what gather casts to
+    per_image = get_array_module(like).zeros((len(t),) + (1,) * (like.ndim - 1))
     if not learns_variance(variance_type):
         return gather(model_log_variance(schedule, variance_type), t, per_image)
     if variance_values is None:

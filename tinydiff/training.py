@@ -126,8 +126,8 @@ class Trainer:
                  workers: int | None = None, device: str | Device | None = None) -> None:
         """`workers`: CPU threads for the batch slices (default: autograd's thread count);
         `device`: where the model trains ("cpu" default, "cuda"; the model is moved there).
-        On the CPU the slices run on worker threads; on a GPU one after another. The result
-        is the same either way."""
+        On the CPU the slices run on worker threads; on a GPU one after another
+        (`nn.parallel.Replicas`). The result is the same either way."""
         self.config = config
         self.device = CPU if device is None else Device(device)
         self.workers = workers or autograd.get_num_threads()
@@ -146,8 +146,8 @@ class Trainer:
                              f"images, the data has {images.shape[-1]}px")
         self.schedule = make_schedule(config)
         self.parameters = list(self.model.parameters())
-        self.replicas = (Replicas(self.model, config.batch_slices)
-                         if config.batch_slices > 1 and self.device == CPU else None)
+        self.replicas = Replicas(self.model, config.batch_slices) if config.batch_slices > 1 \
+            else None
         self.optimizer = optim.AdamW(self.parameters, lr=config.lr,
                                      weight_decay=config.weight_decay)
         if config.lr_schedule == "cosine":
@@ -209,18 +209,15 @@ class Trainer:
 
             return loss
 
-        if self.replicas is None:  # the slices one after another, gradients summed in order
+        if self.replicas is None:
+            loss = slice_loss(0)(self.model)
             self.optimizer.zero_grad()
-            loss = None
-            for i in range(slices):
-                part = slice_loss(i)(self.model)
-                part.backward()
-                part = part.detach().double()
-                loss = part if loss is None else loss + part
-        else:
-            values = self.replicas.backward([slice_loss(i) for i in range(slices)],
-                                            self.workers)
-            loss = autograd.tensor(sum(values), dtype=autograd.float64)
+            loss.backward()
+            parts = [loss.detach()]
+        else:  # on worker threads on the CPU, one after another on a GPU: the same result
+            parts = self.replicas.backward([slice_loss(i) for i in range(slices)],
+                                           self.workers)
+        loss = sum(part.double() for part in parts)
         if self.timestep_sampler is not None:  # reads the per-sample losses on the host
             self.timestep_sampler.update(t, np.concatenate([to_device(s, CPU)
                                                             for s in sample_losses]))

@@ -57,11 +57,10 @@ class Replicas:
         self.copy_parameters = [list(replica.parameters()) for replica in self.copies]
 
     def backward(self, losses: Sequence[Callable[[Module], Tensor]],
-                 workers: int = 1) -> list[float]:
+                 workers: int = 1) -> list[Tensor]:
         """losses[i](replica i).backward() for each i, then parameter.grad = sum over i of
-        replica i's gradient (None where no replica got one). Returns the loss values
-        (read back from the device for a module on a GPU: one copy per slice, where slicing
-        gains nothing; there, train the module itself)."""
+        replica i's gradient (None where no replica got one). Returns the losses, detached
+        0-d tensors on the module's device (nothing is read back from a GPU)."""
         if len(losses) != len(self.copies):
             raise ValueError(f"Replicas.backward: {len(losses)} losses for "
                              f"{len(self.copies)} replicas")
@@ -81,7 +80,6 @@ class Replicas:
         if on_gpu:
             workers = 1
         values = _run_on_workers(run, len(losses), workers, always_single_threaded=not on_gpu)
-        values = [value.item() for value in values]
         for index, parameter in enumerate(self.parameters):
             grads = [parameters[index].grad for parameters in self.copy_parameters]
             grads = [g.data for g in grads if g is not None]
@@ -158,13 +156,16 @@ def sliced_forward(module: Callable[..., Any], workers: int | None = None) -> Ca
     """A function like `module` for inference on big batches: it cuts every argument that is
     an array of the batch's length (the first argument's) into `workers` slices along dim
     0, runs them with `parallel_apply` and concatenates the outputs (as arrays of the
-    outputs' device: NumPy arrays on the CPU). Results equal one full-batch call up to
-    float rounding."""
+    outputs' device: NumPy arrays on the CPU). On a GPU (module or input there) the batch
+    stays whole: one call, as slices gain nothing there. Results equal one full-batch call
+    up to float rounding."""
     workers = workers or numba.get_num_threads()
+    parameters = list(module.parameters()) if isinstance(module, Module) else []
 
     def forward(x, *args: Any, **kwargs: Any) -> np.ndarray:
         batch = len(x)
-        bounds = np.linspace(0, batch, min(workers, batch) + 1).round().astype(int)
+        count = 1 if _on_gpu([x, *parameters]) else min(workers, batch)
+        bounds = np.linspace(0, batch, count + 1).round().astype(int)
         parts = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
         def cut(value: Any, part: slice) -> Any:
@@ -180,6 +181,6 @@ def sliced_forward(module: Callable[..., Any], workers: int | None = None) -> Ca
                                  workers)
         arrays = [o.data if isinstance(o, Tensor) else o for o in outputs]
         arrays = [a if is_cupy_array(a) else np.asarray(a) for a in arrays]
-        return get_array_module(*arrays).concatenate(arrays)
+        return arrays[0] if len(arrays) == 1 else get_array_module(*arrays).concatenate(arrays)
 
     return forward
