@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import numpy as np
 
 from autograd.backend import CPU, Device, is_cupy_array, to_device
 from autograd.backend import device as parse_device
+from autograd.files import atomic_write
 from autograd.tensor import Tensor
 
 _MANIFEST = "__manifest__"
@@ -83,18 +83,8 @@ def save(obj: Any, path: str | os.PathLike) -> None:
     stored = {f"a{i}": array for i, array in enumerate(arrays.values())}
     names = dict(zip(arrays, stored))
     stored[_MANIFEST] = np.array(json.dumps({"tree": manifest, "names": names}))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                             dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            np.savez(file, **stored)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        np.savez(file, **stored)
 
 
 def load(path: str | os.PathLike, map_location: str | Device | None = None, *,

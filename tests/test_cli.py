@@ -37,7 +37,7 @@ def test_clear_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--out", str(tmp_path), "--steps", "-3"])
     assert exit_info.value.code == 2
-    assert "must be >= 0" in capsys.readouterr().err
+    assert "must be a positive integer" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train"])  # --out is required
     (tmp_path / "bad.npz").write_bytes(b"garbage")

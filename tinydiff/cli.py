@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 
+from tinydiff.cli_checks import (
+    PathError,
+    UsageError,
+    check_distinct,
+    check_input_folder,
+    check_output_file,
+    check_output_folder,
+    given_destinations,
+    resume_conflicts,
+)
 from tinydiff.latent import (
     LatentPipeline,
     decode_latents,
@@ -60,10 +71,35 @@ def add_device_argument(parser: argparse.ArgumentParser) -> None:
                         help="cpu (default), cuda or cuda:N (a GPU, through CuPy)")
 
 
-def positive_float(text: str) -> float:
+def finite_float(text: str) -> float:
     value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = finite_float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """A --threads value: 1 to numba's NUMBA_NUM_THREADS (the cores, unless set)."""
+    import numba
+
+    value, most = int(text), numba.config.NUMBA_NUM_THREADS
+    if not 1 <= value <= most:
+        raise argparse.ArgumentTypeError(f"must be in 1..{most} (the CPU threads available; "
+                                         f"set NUMBA_NUM_THREADS to allow more), got {text}")
     return value
 
 
@@ -80,14 +116,15 @@ def add_train_parser(commands) -> None:
     p.add_argument("--vae", type=Path,
                    help="latent diffusion: train on the latents of this VAE (from "
                    "tinydiff.vae.save_vae or examples/latent_diffusion.py)")
-    p.add_argument("--steps", type=non_negative_int, default=DEFAULTS.steps,
-                   help="total optimizer steps (default %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=DEFAULTS.steps,
+                   help="total optimizer steps, >= 1 (default %(default)s; with --resume: "
+                   "train on to this step)")
     p.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=positive_float, default=DEFAULTS.lr)
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=DEFAULTS.lr_schedule)
     p.add_argument("--warmup-steps", type=non_negative_int, default=DEFAULTS.warmup_steps)
-    p.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
-    p.add_argument("--grad-clip", type=float, default=DEFAULTS.grad_clip,
+    p.add_argument("--weight-decay", type=non_negative_float, default=DEFAULTS.weight_decay)
+    p.add_argument("--grad-clip", type=non_negative_float, default=DEFAULTS.grad_clip,
                    help="max gradient norm; 0 disables clipping")
     p.add_argument("--ema-power", type=positive_float, default=DEFAULTS.ema_power,
                    help="EMA warm-up power (2/3 short runs, 3/4 long runs)")
@@ -100,7 +137,7 @@ def add_train_parser(commands) -> None:
                    default=DEFAULTS.variance_type,
                    help="learned_range: learn the reverse variance with the hybrid loss "
                    "(improved DDPM); sampling with DDPM then uses it")
-    p.add_argument("--vlb-weight", type=float, default=DEFAULTS.vlb_weight,
+    p.add_argument("--vlb-weight", type=non_negative_float, default=DEFAULTS.vlb_weight,
                    help="lambda of the hybrid loss L_simple + lambda L_vlb (default %(default)s)")
     p.add_argument("--timestep-sampler", choices=["uniform", "loss-second-moment"],
                    default=DEFAULTS.timestep_sampler,
@@ -111,16 +148,19 @@ def add_train_parser(commands) -> None:
                    default=DEFAULTS.class_conditional,
                    help="condition on digit labels, dropped at --label-dropout for "
                    "classifier-free guidance (default: on)")
-    p.add_argument("--label-dropout", type=float, default=DEFAULTS.label_dropout)
+    p.add_argument("--label-dropout", type=finite_float, default=DEFAULTS.label_dropout)
     p.add_argument("--seed", type=int, default=DEFAULTS.seed)
     p.add_argument("--checkpoint-every", type=positive_int, default=DEFAULTS.checkpoint_every)
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="also keep DIR/ckpt-STEP.npz at every checkpoint")
     p.add_argument("--data-dir", type=Path, help="folder with the four MNIST IDX files")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/ckpt.npz")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from DIR/ckpt.npz to --steps; the recipe options must match "
+                   "the checkpoint's (--checkpoint-every, --keep-checkpoints, --data-dir, "
+                   "--device, --threads apply)")
     p.add_argument("--sample-n", type=non_negative_int, default=64,
                    help="samples in the final grid, DIR/samples.png (0: none)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads (default: all)")
+    p.add_argument("--threads", type=thread_count, help="CPU threads (default: all)")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run_train)
@@ -136,14 +176,14 @@ def add_sample_parser(commands) -> None:
     p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic)")
     p.add_argument("--class", dest="class_label", type=int,
                    help="digit to generate (class-conditional checkpoints)")
-    p.add_argument("--guidance", type=float, help=GUIDANCE_HELP)
+    p.add_argument("--guidance", type=finite_float, help=GUIDANCE_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("samples.png"), help="PNG grid")
     p.add_argument("--npz", type=Path, help="also save the raw samples here")
     p.add_argument("--trajectory", type=Path, help="also save the refinement figure here")
     p.add_argument("--no-ema", action="store_true", help="use the raw weights")
     p.add_argument("--batch-size", type=positive_int, default=256)
-    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--threads", type=thread_count)
     add_device_argument(p)
     p.set_defaults(run=run_sample)
 
@@ -159,12 +199,12 @@ def add_eval_parser(commands) -> None:
     p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
     p.add_argument("--steps", type=positive_int, default=50)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--guidance", type=float,
+    p.add_argument("--guidance", type=finite_float,
                    help=GUIDANCE_HELP + "; the samples cycle through the digits")
     p.add_argument("--no-ema", action="store_true", help="sample from the raw weights")
     p.add_argument("--nll-images", type=non_negative_int, default=0,
                    help="test images for the NLL bound (each costs T model calls; 0 skips)")
-    p.add_argument("--threads", type=positive_int)
+    p.add_argument("--threads", type=thread_count)
     add_device_argument(p)
     p.set_defaults(run=run_eval)
 
@@ -194,14 +234,43 @@ def build_parser() -> argparse.ArgumentParser:
 # ---- commands -----------------------------------------------------------------------------
 
 
+def check_resume(args: argparse.Namespace, settings: dict, checkpoint: Path) -> dict:
+    """The TrainConfig overrides a resumed run applies (steps, and the options of
+    cli_checks.RESUME_APPLIES given), after checking the checkpoint (finite weights) and that
+    every other given recipe option matches it (UsageError naming each that differs)."""
+    from tinydiff.cli_checks import RESUME_APPLIES
+    from tinydiff.training import WEIGHT_ENTRIES, read_checkpoint, require_finite
+
+    state = read_checkpoint(checkpoint)
+    require_finite(state, checkpoint, WEIGHT_ENTRIES)
+    if args.vae is not None:
+        raise UsageError("--vae: a resumed latent run keeps the VAE stored beside its "
+                         "checkpoint (latent.npz); drop --vae")
+    given = {"model" if name == "preset" else name for name in args.given_options}
+    conflicts = resume_conflicts({name: value for name, value in settings.items()
+                                  if name in given}, state["train_config"])
+    if conflicts:
+        raise UsageError("--resume continues the checkpoint's recipe, and these options "
+                         "differ from it: " + "; ".join(conflicts) + ". Drop them, or start "
+                         "a new run with another --out")
+    if args.steps <= int(state["step"]):
+        raise UsageError(f"--steps {args.steps}: {checkpoint} is already at step "
+                         f"{state['step']}; pass a larger --steps to train further")
+    return {name: settings[name] for name in RESUME_APPLIES if name in given or name == "steps"}
+
+
 def run_train(args: argparse.Namespace) -> int:
     from tinydiff.training import Trainer
 
+    check_output_folder(args.out, "--out")
+    if args.data_dir is not None:
+        check_input_folder(args.data_dir, "--data-dir")
     names = {f.name for f in fields(TrainConfig)}
     settings = {key: value for key, value in vars(args).items() if key in names}
     settings["model"] = args.preset or ("latent-tiny" if args.vae else DEFAULTS.model)
     settings["data_dir"] = str(args.data_dir) if args.data_dir else None
     checkpoint = args.out / "ckpt.npz"
+    overrides = check_resume(args, settings, checkpoint) if args.resume else {}
     latent = args.vae is not None or (args.resume and sidecar_path(checkpoint).exists())
     images = labels = None
     if latent:  # the latent trainers encode the images themselves
@@ -210,15 +279,15 @@ def run_train(args: argparse.Namespace) -> int:
         images, labels = load_mnist("train", data_dir=args.data_dir)
     if args.resume:
         if latent:
-            trainer = resume_latent_trainer(checkpoint, images, labels, steps=args.steps,
-                                            device=args.device)
+            trainer = resume_latent_trainer(checkpoint, images, labels, device=args.device,
+                                            **overrides)
         else:
-            trainer = Trainer.resume(checkpoint, steps=args.steps, device=args.device)
+            trainer = Trainer.resume(checkpoint, device=args.device, **overrides)
         print(f"resuming {checkpoint} at step {trainer.step} of {args.steps}")
     else:
         if checkpoint.exists():
-            raise SystemExit(f"tinydiff: error: {checkpoint} exists; pass --resume to continue "
-                             "it or choose another --out")
+            raise PathError(f"{checkpoint} exists; pass --resume to continue it or choose "
+                            "another --out")
         config = TrainConfig(**settings)
         if latent:
             from tinydiff.vae import load_vae
@@ -233,7 +302,7 @@ def run_train(args: argparse.Namespace) -> int:
           f"{trainer.config.steps} steps of batch {trainer.config.batch_size} on "
           f"{trainer.device}")
     trainer.train(args.out, progress=not args.no_progress)
-    print(f"saved {checkpoint}")
+    print(f"saved {checkpoint} (step {trainer.saved_step})")
     if args.sample_n:
         grid = args.out / "samples.png"
         sample_to_files(checkpoint, n=args.sample_n, out=grid, device=args.device)
@@ -253,6 +322,7 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
     were asked for (`class_label`, or the digits in turn), sampled with `guidance` (default
     DEFAULT_GUIDANCE)."""
     import autograd
+    from autograd.files import atomic_write
     from autograd.nn.parallel import sliced_forward
     from tinydiff.plots import plot_trajectory, save_image_grid
     from tinydiff.samplers import class_guidance, sample
@@ -300,14 +370,43 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
     images = np.concatenate(batches)
     save_image_grid(images, out)
     if npz is not None:
-        np.savez(npz, samples=images, **({} if labels is None else {"labels": labels}))
+        with atomic_write(npz) as file:
+            np.savez(file, samples=images, **({} if labels is None else {"labels": labels}))
     if trajectory is not None and trajectories is not None:
         plot_trajectory(trajectories.timesteps, trajectories.samples,
                         trajectories.pred_original_samples, trajectory)
     return images, labels
 
 
+def check_image_output(path: Path, option: str) -> None:
+    """`path` can be written, as an image of a type its extension names."""
+    from tinydiff.plots import image_format
+
+    check_output_file(path, option)
+    try:
+        image_format(path)
+    except ValueError as error:
+        raise PathError(f"{option} {error}") from None
+
+
+def check_sample_outputs(ckpt: Path, images: dict[str, Path | None],
+                         files: dict[str, Path | None]) -> None:
+    """Before sampling from `ckpt`: each output (`images`: image files, `files`: others) can
+    be written and none is an input (the checkpoint, its latent.npz) or another output."""
+    sidecar = sidecar_path(ckpt)
+    check_distinct({"--ckpt": ckpt, "its": sidecar if sidecar.exists() else None},
+                   {**images, **files})
+    for option, path in images.items():
+        if path is not None:
+            check_image_output(path, option)
+    for option, path in files.items():
+        if path is not None:
+            check_output_file(path, option)
+
+
 def run_sample(args: argparse.Namespace) -> int:
+    check_sample_outputs(args.ckpt, {"--out": args.out, "--trajectory": args.trajectory},
+                         {"--npz": args.npz})
     sample_to_files(args.ckpt, n=args.n, out=args.out, sampler=args.sampler, steps=args.steps,
                     eta=args.eta, class_label=args.class_label, guidance=args.guidance,
                     seed=args.seed, npz=args.npz, trajectory=args.trajectory,
@@ -321,12 +420,13 @@ def run_eval(args: argparse.Namespace) -> int:
 
     if (args.ckpt is None) == (args.samples is None):
         raise ValueError("eval needs exactly one of --ckpt (sample from it) or --samples")
+    if args.nll_images and args.ckpt is None:
+        raise UsageError("--nll-images needs --ckpt")
     if args.samples is not None:
-        with np.load(args.samples) as archive:
-            samples = archive["samples"]
-            labels = archive["labels"] if "labels" in archive else None
+        samples, labels = read_samples(args.samples)
     else:
         grid = args.ckpt.parent / f"eval-{args.sampler}{args.steps}-samples.png"
+        check_sample_outputs(args.ckpt, {"the sample grid": grid}, {})
         samples, labels = sample_to_files(args.ckpt, n=args.n, out=grid, sampler=args.sampler,
                                           steps=args.steps, seed=args.seed,
                                           guidance=args.guidance, use_ema=not args.no_ema,
@@ -334,8 +434,6 @@ def run_eval(args: argparse.Namespace) -> int:
     for line in evaluate_samples(samples, seed=args.seed, labels=labels).lines():
         print(line)
     if args.nll_images:
-        if args.ckpt is None:
-            raise ValueError("--nll-images needs --ckpt")
         if sidecar_path(args.ckpt).exists():
             raise ValueError("--nll-images: the bound in bits/dim is of pixel-space models; "
                              f"{args.ckpt} is a latent diffusion run")
@@ -354,9 +452,35 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def read_samples(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(samples, labels or None) from a .npz written by `sample --npz`."""
+    import zipfile
+
+    if not path.is_file():
+        raise PathError(f"--samples {path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, AttributeError) as error:
+        raise PathError(f"--samples {path} is not a readable .npz (truncated, corrupt or "
+                        f"pickled?): {error}") from None
+    if "samples" not in arrays:
+        raise PathError(f"--samples {path} has no 'samples' array (it has "
+                        f"{', '.join(arrays) or 'none'}); expected a .npz from "
+                        "`tinydiff sample --npz`")
+    samples, labels = arrays["samples"], arrays.get("labels")
+    if samples.ndim != 4 or not np.all(np.isfinite(samples)):
+        raise PathError(f"--samples {path}: expected finite images (N, C, H, W), got an "
+                        f"array of shape {samples.shape}" + ("" if samples.ndim != 4 else
+                                                             " holding NaN or inf"))
+    return samples, labels
+
+
 def run_plot_schedule(args: argparse.Namespace) -> int:
     from tinydiff.plots import plot_schedules
     from tinydiff.schedules import NoiseSchedule
+
+    check_image_output(args.out, "--out")
 
     schedules = {name: NoiseSchedule(args.timesteps, beta_schedule=name)
                  for name in args.schedules}
@@ -370,18 +494,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    args.given_options = given_destinations(
+        parser, sys.argv[1:] if argv is None else argv, args.command)
     if getattr(args, "threads", None):
         import autograd
 
         autograd.set_num_threads(args.threads)
     from tinydiff.data import MNISTError
+    from tinydiff.interrupts import TrainingInterrupted
     from tinydiff.training import NonFiniteLossError
 
+    # what a user can cause: a message and exit status 2 (usage) or 1; anything else is a
+    # bug and keeps its traceback
     try:
         return args.run(args)
-    except (FileNotFoundError, ValueError, MNISTError, NonFiniteLossError) as error:
+    except UsageError as error:
+        print(f"tinydiff {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+            ValueError, MNISTError, NonFiniteLossError) as error:
         print(f"tinydiff {args.command}: error: {error}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as stopped:
+        print(f"tinydiff {args.command}: {stopped}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"tinydiff {args.command}: interrupted", file=sys.stderr)
         return 130

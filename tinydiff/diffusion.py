@@ -240,8 +240,10 @@ def min_snr_weights(snr: np.ndarray, gamma: float, prediction_type: str) -> np.n
 @dataclass
 class LossTerms:
     """One batch's training loss (a scalar, a Tensor when the model returns Tensors), its
-    timesteps t (N,) and each sample's loss (N,) as a float64 array (for loss-aware t
-    sampling); `vlb` (N,) the L_vlb term in bits/dim for learned variances, else None."""
+    timesteps t (N,) and each sample's loss (N,) as a float64 array, without the
+    `timestep_weights` (what loss-aware t sampling records, as improved-diffusion's
+    LossSecondMomentResampler does); `vlb` (N,) the L_vlb term in bits/dim for learned
+    variances, else None."""
 
     loss: Any
     t: np.ndarray
@@ -289,16 +291,16 @@ def training_losses(
     prediction, variance_values = split_model_output(model(x_t, t, **cond), x0, variance_type)
     error = prediction - target
     squared_error = error * error
-    sample_weights = np.ones(len(t))
+    # Every sample has the same size, so the mean of w * se is the weighted per-sample mean.
     if loss_weighting == "min_snr":
-        sample_weights = min_snr_weights(schedule.snr, snr_gamma, prediction_type)[t]
-    if timestep_weights is not None:
-        sample_weights = sample_weights * np.asarray(timestep_weights, dtype=np.float64)
-    if loss_weighting == "min_snr" or timestep_weights is not None:
-        # Every sample has the same size, so the mean of w * se is the weighted per-sample mean.
-        squared_error = squared_error * per_sample(sample_weights, x0)
-    loss = squared_error.mean()
+        snr_weights = min_snr_weights(schedule.snr, snr_gamma, prediction_type)[t]
+        squared_error = squared_error * per_sample(snr_weights, x0)
+    # each sample's loss as the timestep sampler records it: before its own weights 1/(T p_t)
     sample_losses = _mean_over_dims(array_of(squared_error).astype(np.float64))
+    if timestep_weights is not None:
+        squared_error = squared_error * per_sample(
+            np.asarray(timestep_weights, dtype=np.float64), x0)
+    loss = squared_error.mean()
     if variance_values is None:
         return LossTerms(loss, t, sample_losses)
 

@@ -9,14 +9,30 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from autograd.files import atomic_write
 from tinydiff.schedules import NoiseSchedule
+
+# what both figures (savefig) and image grids (imsave, through Pillow) can be written as
+IMAGE_FORMATS = ("eps", "gif", "jpeg", "jpg", "pdf", "png", "ps", "svg", "tif", "tiff", "webp")
+
+
+def image_format(path: str | Path) -> str:
+    """The image format `path`'s extension names ("png", "pdf", ...); ValueError when it is
+    not one of IMAGE_FORMATS."""
+    suffix = Path(path).suffix.lower().removeprefix(".")
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"{path}: cannot write an image of type "
+                         f"{suffix or '(no extension)'!r}; use one of "
+                         f"{', '.join('.' + name for name in IMAGE_FORMATS)}")
+    return "tiff" if suffix == "tif" else suffix
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = image_format(path)
     FigureCanvasAgg(figure)
-    figure.savefig(path)
+    with atomic_write(path) as file:
+        figure.savefig(file, format=kind)
     return path
 
 
@@ -90,8 +106,10 @@ def save_image_grid(images: np.ndarray, path: str | Path, nrow: int | None = Non
     grid = image_grid(images, nrow)
     grid = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    matplotlib.image.imsave(path, grid, cmap="gray", vmin=0.0, vmax=1.0)
+    kind = image_format(path)
+    with atomic_write(path) as file:
+        matplotlib.image.imsave(file, grid, cmap="gray", vmin=0.0, vmax=1.0,
+                                format=kind)
     return path
 
 

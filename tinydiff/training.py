@@ -26,17 +26,22 @@ import numpy as np
 import autograd
 from autograd import nn, optim
 from autograd.backend import CPU, Device, to_device
+from autograd.files import atomic_write, remove_stale_temporaries
 from autograd.nn.parallel import Replicas
 from autograd.optim import lr_scheduler
 from autograd.random import default_generator
 from tinydiff.data import BatchIterator, load_mnist
 from tinydiff.diffusion import VARIANCE_TYPES, learns_variance, training_losses
+from tinydiff.finite import first_non_finite
+from tinydiff.interrupts import StopRequests, TrainingInterrupted
 from tinydiff.models import UNet, build_model
 from tinydiff.schedules import NoiseSchedule
 from tinydiff.timestep_sampling import TIMESTEP_SAMPLERS, LossSecondMomentResampler
 
 CHECKPOINT_FORMAT = "tinydiff-checkpoint-v1"
 LOSS_READ_EVERY = 25  # steps between reads of the loss from the device (see the docstring)
+# the checkpoint entries that must be finite to be saved, resumed or sampled from
+WEIGHT_ENTRIES = ("model", "ema", "optimizer")
 
 
 @dataclass
@@ -82,8 +87,16 @@ class TrainConfig:
         if self.batch_slices < 1 or self.batch_size % self.batch_slices:
             problems.append(f"batch_slices must be >= 1 and divide batch_size "
                             f"{self.batch_size}, got {self.batch_slices}")
-        if not self.lr > 0:
-            problems.append(f"lr must be positive, got {self.lr}")
+        for name in ("lr", "ema_power", "snr_gamma"):
+            if not 0 < getattr(self, name) < math.inf:
+                problems.append(f"{name} must be a positive finite number, got "
+                                f"{getattr(self, name)}")
+        for name in ("weight_decay", "grad_clip"):
+            if not 0 <= getattr(self, name) < math.inf:
+                problems.append(f"{name} must be a finite number >= 0, got "
+                                f"{getattr(self, name)}")
+        if not 0 <= self.ema_max_decay <= 1:
+            problems.append(f"ema_max_decay must be in [0, 1], got {self.ema_max_decay}")
         if self.lr_schedule not in ("constant", "cosine"):
             problems.append(f"lr_schedule must be 'constant' or 'cosine', got "
                             f"{self.lr_schedule!r}")
@@ -92,8 +105,8 @@ class TrainConfig:
         if self.variance_type not in VARIANCE_TYPES:
             problems.append(f"variance_type must be one of {VARIANCE_TYPES}, got "
                             f"{self.variance_type!r}")
-        if not self.vlb_weight >= 0:
-            problems.append(f"vlb_weight must be >= 0, got {self.vlb_weight}")
+        if not 0 <= self.vlb_weight < math.inf:
+            problems.append(f"vlb_weight must be a finite number >= 0, got {self.vlb_weight}")
         if self.timestep_sampler not in TIMESTEP_SAMPLERS:
             problems.append(f"timestep_sampler must be one of {TIMESTEP_SAMPLERS}, got "
                             f"{self.timestep_sampler!r}")
@@ -109,8 +122,14 @@ class TrainConfig:
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; training stopped without saving the bad state (the
-    losses are checked when read, at the latest before each checkpoint is written)."""
+    """The loss, a weight, an EMA weight or an optimizer state became NaN or infinite;
+    training stopped without saving the bad state (the losses are checked when read, the
+    state before each checkpoint is written)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: entries missing, weights that do not fit its model,
+    or NaN / infinite values."""
 
 
 def make_schedule(config: TrainConfig) -> NoiseSchedule:
@@ -165,6 +184,7 @@ class Trainer:
         self.timestep_sampler = (LossSecondMomentResampler(config.num_train_timesteps)
                                  if config.timestep_sampler == "loss-second-moment" else None)
         self.step = 0
+        self.saved_step: int | None = None  # the step the checkpoint on disk holds
         self.history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
         self._unread: list[tuple[int, autograd.Tensor, float]] = []  # (step, loss, lr)
 
@@ -242,50 +262,74 @@ class Trainer:
         for step, value, lr in zip(steps, values, lrs):
             if not math.isfinite(value):
                 raise NonFiniteLossError(
-                    f"the loss became {value} at step {step}; training stopped and the last "
-                    "checkpoint was kept. Try a lower --lr or a smaller --grad-clip.")
+                    f"the loss became {value} at step {step}; training stopped and "
+                    f"{self.kept_checkpoint()}. Try a lower --lr or a smaller --grad-clip.")
             for key, item in (("step", step), ("loss", value), ("lr", lr)):
                 self.history[key].append(item)
+
+    def kept_checkpoint(self) -> str:
+        """What is on disk after a failure: "the last checkpoint (step N) was kept"."""
+        if self.saved_step is None:
+            return "no checkpoint was written"
+        return f"the last checkpoint (step {self.saved_step}) was kept"
 
     # ---- the loop -----------------------------------------------------------------------
 
     def train(self, out_dir: str | Path, steps: int | None = None,
               progress: bool = True) -> Path:
         """Train until `steps` (default config.steps) total steps, checkpointing to
-        out_dir/ckpt.npz every `checkpoint_every` steps and at the end."""
+        out_dir/ckpt.npz every `checkpoint_every` steps and at the end. SIGINT or SIGTERM
+        ends the current step, saves and raises TrainingInterrupted."""
         from tqdm.auto import tqdm
 
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out_dir)  # left by a save that was killed
         total = self.config.steps if steps is None else steps
         bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step",
                    dynamic_ncols=True)
         smoothed, started, start_step = None, time.perf_counter(), self.step
         try:
-            while self.step < total:
-                self.train_step()
-                bar.update(1)
-                if self.step % LOSS_READ_EVERY == 0 or self.step == total:
-                    read = len(self.history["loss"])
-                    self.read_losses()
-                    for loss in self.history["loss"][read:]:
-                        smoothed = loss if smoothed is None else 0.98 * smoothed + 0.02 * loss
-                    rate = (self.step - start_step) * self.config.batch_size / max(
-                        time.perf_counter() - started, 1e-9)
-                    bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{rate:.0f}")
-                if self.step % self.config.checkpoint_every == 0 or self.step == total:
-                    self.save(out_dir)
+            with StopRequests() as stop:
+                while self.step < total:
+                    self.train_step()
+                    bar.update(1)
+                    if self.step % LOSS_READ_EVERY == 0 or self.step == total:
+                        read = len(self.history["loss"])
+                        self.read_losses()
+                        for loss in self.history["loss"][read:]:
+                            smoothed = loss if smoothed is None else \
+                                0.98 * smoothed + 0.02 * loss
+                        rate = (self.step - start_step) * self.config.batch_size / max(
+                            time.perf_counter() - started, 1e-9)
+                        bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{rate:.0f}")
+                    if self.step % self.config.checkpoint_every == 0 or self.step == total \
+                            or stop.signal_name is not None:
+                        self.save(out_dir)
+                    if stop.signal_name is not None:
+                        raise TrainingInterrupted(
+                            stop.signal_name, self.saved_step,
+                            f"stopped by {stop.signal_name} at step {self.step}; saved "
+                            f"{out_dir / 'ckpt.npz'} (step {self.saved_step}): continue it "
+                            "with --resume")
         finally:
             bar.close()
         return out_dir / "ckpt.npz"
 
     def save(self, out_dir: Path) -> None:
-        """Write ckpt.npz (and ckpt-STEP.npz if asked), the loss CSV and its plot (after
-        reading and checking the losses not yet read)."""
-        self.read_losses()
-        save_checkpoint(self, out_dir / "ckpt.npz")
+        """Write ckpt.npz (and ckpt-STEP.npz if asked), the loss CSV and its plot, after
+        reading and checking the losses not yet read and checking that every weight, EMA
+        weight and optimizer state is finite (NonFiniteLossError, nothing written, if not)."""
+        state = self.state_dict()
+        for key in WEIGHT_ENTRIES:
+            if (name := first_non_finite(state[key], key)) is not None:
+                raise NonFiniteLossError(
+                    f"{name} became NaN or infinite by step {self.step}; training stopped and "
+                    f"{self.kept_checkpoint()}. Try a lower --lr or a smaller --grad-clip.")
+        autograd.save(state, out_dir / "ckpt.npz")
         if self.config.keep_checkpoints:
-            save_checkpoint(self, out_dir / f"ckpt-{self.step:07d}.npz")
+            autograd.save(state, out_dir / f"ckpt-{self.step:07d}.npz")
+        self.saved_step = self.step
         write_history_csv(self.history, out_dir / "loss.csv")
         from tinydiff.plots import plot_loss_curve
 
@@ -332,20 +376,30 @@ class Trainer:
                labels: np.ndarray | None = None, device: str | Device | None = None,
                **overrides: Any) -> Trainer:
         """Continue the run saved at `path` on `device` (any device, whichever trained it);
-        `overrides` may change e.g. `steps`."""
+        `overrides` may change e.g. `steps`. CheckpointError if its weights are not finite
+        or do not fit its model."""
         state = read_checkpoint(path)
+        require_finite(state, path, WEIGHT_ENTRIES)
         config = TrainConfig.from_dict({**state["train_config"], **overrides})
         model = build_model(state["model_config"])
         trainer = cls(config, images, labels, model=model, device=device)
-        trainer.load_state_dict(state)
+        try:
+            trainer.load_state_dict(state)
+        except (RuntimeError, ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{path} does not fit its own model: "
+                                  f"{one_line(error)}") from None
+        trainer.saved_step = trainer.step
         return trainer
 
 
 # ---- checkpoints --------------------------------------------------------------------------
 
+def one_line(error: BaseException) -> str:
+    """The error's message with its lines joined (command-line errors are one line)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
-def save_checkpoint(trainer: Trainer, path: Path) -> None:
-    autograd.save(trainer.state_dict(), path)
+
+REQUIRED_ENTRIES = ("train_config", "model_config", "schedule", "prediction_type", "model")
 
 
 def read_tagged_file(path: str | Path, format_tag: str, description: str,
@@ -362,9 +416,23 @@ def read_tagged_file(path: str | Path, format_tag: str, description: str,
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, after checking that it is one."""
-    return read_tagged_file(path, CHECKPOINT_FORMAT, "tinydiff checkpoint",
-                            "train one with `tinydiff train --out DIR` (it writes DIR/ckpt.npz)")
+    """The checkpoint's contents, after checking that it is one and has the entries every
+    use needs (CheckpointError naming the missing ones)."""
+    state = read_tagged_file(path, CHECKPOINT_FORMAT, "tinydiff checkpoint",
+                             "train one with `tinydiff train --out DIR` (it writes DIR/ckpt.npz)")
+    missing = [key for key in REQUIRED_ENTRIES if key not in state]
+    if missing:
+        raise CheckpointError(f"{path} is damaged: it has no {', '.join(missing)} entry")
+    return state
+
+
+def require_finite(state: dict[str, Any], path: str | Path, entries: tuple[str, ...]) -> None:
+    """CheckpointError naming the first array of the checkpoint's `entries` that holds a
+    NaN or an infinity."""
+    for key in entries:
+        if key in state and (name := first_non_finite(state[key], key)) is not None:
+            raise CheckpointError(f"{path}: {name} holds NaN or infinite values; refusing to "
+                                  "use it (take an earlier checkpoint, e.g. --keep-checkpoints)")
 
 
 def checkpoint_variance_type(state: dict[str, Any]) -> str:
@@ -378,21 +446,26 @@ def load_for_sampling(path: str | Path, use_ema: bool = True,
     prediction_type, checkpoint); `checkpoint_variance_type(checkpoint)` says what its model
     outputs."""
     state = read_checkpoint(path)
+    if use_ema and "ema" not in state:
+        raise CheckpointError(f"{path} holds no EMA weights; try --no-ema (the raw weights)")
+    require_finite(state, path, ("model", "ema") if use_ema else ("model",))
     model = build_model(state["model_config"]).to(CPU if device is None else Device(device))
-    model.load_state_dict(state["model"])
-    if use_ema:
-        ema = optim.EMAModel(model.parameters())
-        ema.load_state_dict(state["ema"])
-        ema.copy_to(model.parameters())
+    try:
+        model.load_state_dict(state["model"])
+        if use_ema:
+            ema = optim.EMAModel(model.parameters())
+            ema.load_state_dict(state["ema"])
+            ema.copy_to(model.parameters())
+    except (RuntimeError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: its weights do not fit its model: "
+                              f"{one_line(error)}") from None
     model.eval()
     schedule = NoiseSchedule.from_dict(state["schedule"])
     return model, schedule, state["prediction_type"], state
 
 
 def write_history_csv(history: dict[str, list[float]], path: Path) -> None:
-    temporary = path.with_suffix(".csv.tmp")
-    with open(temporary, "w", newline="") as file:
+    with atomic_write(path, "w") as file:
         writer = csv.writer(file)
         writer.writerow(["step", "loss", "lr"])
         writer.writerows(zip(history["step"], history["loss"], history["lr"]))
-    temporary.replace(path)
