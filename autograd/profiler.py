@@ -195,8 +195,10 @@ class profile(observers.Observer):
         parts = [self.key_averages("op").table(sort_by, row_limit)]
         if any(event.scope for event in self.events):
             parts.append(self.key_averages("module").table(sort_by, row_limit))
+        threads = len({event.thread for event in self.events})
         parts.append(f"{len(self.events)} op events, {ops_ms:.3f} ms in ops of "
-                     f"{self.wall_seconds * 1e3:.3f} ms wall time")
+                     f"{self.wall_seconds * 1e3:.3f} ms wall time"
+                     + (f" (on {threads} threads, which overlap)" if threads > 1 else ""))
         return "\n\n".join(parts)
 
     def export_chrome_trace(self, path: str | Path) -> Path:

@@ -62,3 +62,14 @@ def test_profiler_names_the_kernel_that_ran_and_is_off_outside_its_block():
     (x * 2).sum().backward()
     assert len(prof.events) == count
     assert not autograd.observers.observers
+
+
+def test_train_profile_prints_the_tables_and_saves_nothing(tmp_path, capsys):
+    from tinydiff.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--preset", "micro", "--batch-size", "4",
+                 "--profile", "1", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 training steps:" in printed and "Conv2dBackward" in printed
+    assert "down.0.res_blocks.0" in printed and not (run / "ckpt.npz").exists()
