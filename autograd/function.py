@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     from autograd.tensor import Tensor
 
 
+# What a node keeps once backward has released its arrays: the graph's structure.
+_KEPT_AFTER_BACKWARD = frozenset(("parents", "input_meta", "output_meta", "needs_input_grad",
+                                  "tensor_hooks", "scope"))
+
+
 class Function:
     """Base class of every op. Subclasses define `forward(*arrays)` and `backward(grad)`.
 
@@ -88,7 +93,7 @@ class Function:
             for array in self.saved
             if id(array) in owners
         ]
-        self.output_meta = (output.data.shape, output.data.dtype)  # outlives the arrays
+        self.output_meta = (output._data.shape, output._data.dtype)  # outlives the arrays
         self.released = False
         output.grad_fn = self
 
@@ -104,10 +109,8 @@ class Function:
 
     def _release(self) -> None:
         """Drop everything backward needed; keep only the graph's structure."""
-        keep = ("parents", "input_meta", "output_meta", "needs_input_grad", "tensor_hooks",
-                "scope")
         count = len(self.saved)
-        self.__dict__ = {k: v for k, v in self.__dict__.items() if k in keep}
+        self.__dict__ = {k: v for k, v in self.__dict__.items() if k in _KEPT_AFTER_BACKWARD}
         self.released, self.released_saved = True, count
 
     @property
