@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from autograd.backend import device_of, get_array_module
 from autograd.function import AccumulateGrad, Function, sum_to_shape
+from autograd.observers import observed_backward, observers
 
 if TYPE_CHECKING:
     from autograd.tensor import Tensor
@@ -69,19 +70,18 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
         grad_out = pending.pop(node, None)
         if grad_out is None:
             continue
-        if isinstance(node, AccumulateGrad):
-            _accumulate_into(node.tensor, grad_out)
-            continue
         if node.released:
             raise RuntimeError(
                 "trying to backward through the graph a second time: its saved arrays were "
                 "freed by the first backward; pass retain_graph=True to keep them"
             )
-        retained = getattr(node, "retained", None)
-        if retained is not None and retained() is not None:
-            _accumulate_into(retained(), grad_out)
+        if node.tensor_hooks is not None:  # register_hook, retain_grad: the grad is complete
+            grad_out = node.tensor_hooks(grad_out)
+        if isinstance(node, AccumulateGrad):
+            _accumulate_into(node.tensor, grad_out)
+            continue
         node._check_versions()
-        input_grads = node.backward(grad_out)
+        input_grads = observed_backward(node, grad_out) if observers else node.backward(grad_out)
         if not isinstance(input_grads, tuple):
             input_grads = (input_grads,)
         for index, (parent, input_grad) in enumerate(zip(node.parents, input_grads)):

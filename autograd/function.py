@@ -7,15 +7,22 @@ each incoming gradient to its input's shape and dtype, and releasing what backwa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from autograd.backend import device_of, get_array_module
 from autograd.grad_mode import is_grad_enabled
+from autograd.observers import observed_forward, observers
 
 if TYPE_CHECKING:
     from autograd.tensor import Tensor
+
+
+# What a node keeps once backward has released its arrays: the graph's structure.
+_KEPT_AFTER_BACKWARD = frozenset(("parents", "input_meta", "output_meta", "needs_input_grad",
+                                  "tensor_hooks", "scope"))
 
 
 class Function:
@@ -32,6 +39,8 @@ class Function:
     is_view = False
     needs_input_grad: tuple[bool, ...] = ()
     saved: tuple = ()
+    tensor_hooks: TensorHooks | None = None  # of the output tensor (register_hook)
+    scope: tuple = ()  # the modules it ran in, recorded while a tool watches (observers)
 
     def forward(self, *arrays):
         raise NotImplementedError
@@ -57,7 +66,7 @@ class Function:
         record = is_grad_enabled() and any(t.requires_grad for t in inputs)
         fn.needs_input_grad = tuple(record and t.requires_grad for t in inputs)
         try:
-            result = fn.forward(*arrays)
+            result = observed_forward(fn, inputs, arrays) if observers else fn.forward(*arrays)
         except ValueError as error:  # name the shapes involved (broadcasting, reshapes...)
             shapes = ", ".join(str(t.shape) for t in inputs)
             raise ValueError(f"{fn.name} on shapes {shapes}: {error}") from None
@@ -84,6 +93,7 @@ class Function:
             for array in self.saved
             if id(array) in owners
         ]
+        self.output_meta = (output._data.shape, output._data.dtype)  # outlives the arrays
         self.released = False
         output.grad_fn = self
 
@@ -99,9 +109,9 @@ class Function:
 
     def _release(self) -> None:
         """Drop everything backward needed; keep only the graph's structure."""
-        keep = ("parents", "input_meta", "needs_input_grad", "retained")
-        self.__dict__ = {k: v for k, v in self.__dict__.items() if k in keep}
-        self.released = True
+        count = len(self.saved)
+        self.__dict__ = {k: v for k, v in self.__dict__.items() if k in _KEPT_AFTER_BACKWARD}
+        self.released, self.released_saved = True, count
 
     @property
     def name(self) -> str:
@@ -116,12 +126,44 @@ class AccumulateGrad:
     `tensor.grad`."""
 
     parents = ()
+    released = False
+    tensor_hooks: TensorHooks | None = None
+    scope: tuple = ()
 
     def __init__(self, tensor: Tensor) -> None:
         self.tensor = tensor
 
     def __repr__(self) -> str:
         return f"<AccumulateGrad shape={self.tensor.shape}>"
+
+
+class TensorHooks:
+    """The hooks registered on one tensor (`Tensor.register_hook`), kept on its graph node,
+    and whether `retain_grad()` asked for its `.grad` (a weak reference to the tensor)."""
+
+    def __init__(self) -> None:
+        self.hooks: dict[int, Callable] = {}
+        self.retained: Callable[[], Tensor | None] | None = None
+
+    def __call__(self, grad):
+        """The gradient after every hook, in registration order (each gets the previous
+        one's result); fills the retained tensor's `.grad` with it."""
+        from autograd.tensor import Tensor
+
+        for hook in tuple(self.hooks.values()):
+            result = hook(Tensor._wrap(grad))
+            if result is not None:
+                replacement = result.data if isinstance(result, Tensor) else result
+                if replacement.shape != grad.shape:
+                    raise RuntimeError(f"hook {hook!r} returned a gradient of shape "
+                                       f"{replacement.shape}, expected {grad.shape}")
+                grad = replacement
+        tensor = self.retained() if self.retained is not None else None
+        if tensor is not None:
+            from autograd.engine import _accumulate_into
+
+            _accumulate_into(tensor, grad)
+        return grad
 
 
 def check_same_device(op: str, arrays) -> None:

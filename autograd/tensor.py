@@ -9,6 +9,7 @@ method is a `Function` from `autograd.ops`.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -23,8 +24,9 @@ from autograd.backend import (
     is_floating,
     to_device,
 )
-from autograd.function import AccumulateGrad
+from autograd.function import AccumulateGrad, TensorHooks
 from autograd.grad_mode import is_grad_enabled
+from autograd.hooks import RemovableHandle, add_hook
 
 float32 = np.dtype(np.float32)
 float64 = np.dtype(np.float64)
@@ -208,9 +210,24 @@ class Tensor:
         run_backward(self, grad, retain_graph=retain_graph)
 
     def retain_grad(self) -> None:
-        """Also fill `.grad` of this non-leaf tensor during backward."""
+        """Also fill `.grad` of this non-leaf tensor during backward (after its hooks)."""
         if self.grad_fn is not None:
-            self.grad_fn.retained = weakref.ref(self)
+            self._tensor_hooks().retained = weakref.ref(self)
+
+    def register_hook(self, hook: Callable[[Tensor], Tensor | None]) -> RemovableHandle:
+        """Call `hook(grad)` with this tensor's gradient during backward, once it is complete;
+        a returned tensor replaces it. On a leaf it runs before the gradient is added to
+        `.grad`. Returns a handle whose `remove()` unregisters it (as PyTorch)."""
+        if not self._requires_grad:
+            raise RuntimeError("cannot register a hook on a tensor that doesn't require "
+                               "gradient")
+        return add_hook(self._tensor_hooks().hooks, hook)
+
+    def _tensor_hooks(self) -> TensorHooks:
+        node = self._grad_node()
+        if node.tensor_hooks is None:
+            node.tensor_hooks = TensorHooks()
+        return node.tensor_hooks
 
     def detach(self) -> Tensor:
         """The same array, cut from the graph (shares memory and version counter)."""

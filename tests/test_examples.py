@@ -159,3 +159,8 @@ def test_learned_variance_example(tmp_path, capsys):
         [" fixed ", " 20 "], [" fixed ", " 3 "], [" learned ", " 20 "], [" learned ", " 3 "],
         [" learned ", " 20 "], [" learned ", " 3 "]]
     assert all("bits/dim" not in row and "+-" in row for row in rows)
+
+
+def test_draw_graph_example_writes_a_picture_or_dot_text(tmp_path, capsys):
+    (path,) = load("draw_graph").main(["--out", str(tmp_path), "--parts", "mlp"])
+    assert path.suffix in (".svg", ".dot") and "2.weight" in path.read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from dataclasses import fields
@@ -163,6 +164,12 @@ def add_train_parser(commands) -> None:
     p.add_argument("--threads", type=thread_count, help="CPU threads (default: all)")
     add_device_argument(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--profile", type=positive_int, metavar="N",
+                   help="profile N steps (after one warm-up step), print the time per op "
+                   "and per module, and exit without saving")
+    p.add_argument("--detect-anomaly", action="store_true",
+                   help="stop at the first op whose gradient is NaN or infinite, naming it "
+                   "(autograd.detect_anomaly(); slow)")
     p.set_defaults(run=run_train)
 
 
@@ -259,6 +266,18 @@ def check_resume(args: argparse.Namespace, settings: dict, checkpoint: Path) -> 
     return {name: settings[name] for name in RESUME_APPLIES if name in given or name == "steps"}
 
 
+def profile_steps(trainer, steps: int) -> str:
+    """The profiler's tables for `steps` training steps after one warm-up step."""
+    import autograd
+
+    trainer.train_step()
+    with autograd.profiler.profile() as prof:
+        for _ in range(steps):
+            trainer.train_step()
+        trainer.read_losses()  # waits for the device
+    return f"{steps} training steps:\n" + prof.table(sort_by="total", row_limit=20)
+
+
 def run_train(args: argparse.Namespace) -> int:
     from tinydiff.training import Trainer
 
@@ -301,7 +320,13 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"model {trainer.config.model}: {count_parameters(trainer.model):,} parameters; "
           f"{trainer.config.steps} steps of batch {trainer.config.batch_size} on "
           f"{trainer.device}")
-    trainer.train(args.out, progress=not args.no_progress)
+    if args.profile:
+        print(profile_steps(trainer, args.profile))
+        return 0
+    import autograd
+
+    with autograd.detect_anomaly() if args.detect_anomaly else contextlib.nullcontext():
+        trainer.train(args.out, progress=not args.no_progress)
     print(f"saved {checkpoint} (step {trainer.saved_step})")
     if args.sample_n:
         grid = args.out / "samples.png"

@@ -270,45 +270,35 @@ class UNet(nn.Module):
         """The device of the UNet's parameters (move them with `.to(device)`)."""
         return self.conv_in.weight.device
 
-    def forward(self, x, t, class_labels=None, observe=None) -> Tensor:
+    def forward(self, x, t, class_labels=None) -> Tensor:
         """x (N, C, H, W): a Tensor on the UNet's device, or an array (moved there); t (N,)
-        and class_labels (N,): host int arrays. `observe(name, h)`, when given, is called with
-        every block's output (for inspection, e.g. examples/unet_shapes.py)."""
+        and class_labels (N,): host int arrays. (To look at every block's output, register
+        forward hooks, as examples/unet_shapes.py does.)"""
         x = x if isinstance(x, Tensor) else Tensor(x, device=self.device)
         self._check_input(x, t)
-        observe = observe or (lambda name, h: None)
         embedding = self.embed(t, class_labels)
-        observe("time embedding", embedding)
         context = self.context(t, class_labels)
         h = self.conv_in(x)
-        observe("conv_in", h)
         skips = [h]
         for level, blocks in enumerate(self.down):
             for i, block in enumerate(blocks.res_blocks):
                 h = self._attend(blocks, i, block(h, embedding), context)
-                observe(f"down{level}.block{i}", h)
                 skips.append(h)
             if level < len(self.downsamples):
                 h = self.downsamples[level](h)
-                observe(f"down{level}.downsample", h)
                 skips.append(h)
         h = self.mid_attention(self.mid_block1(h, embedding))
         if context is not None:
             h = self.mid_cross_attention(h, context)
         h = self.mid_block2(h, embedding)
-        observe("mid", h)
         for index, blocks in enumerate(self.up):
             for i, block in enumerate(blocks.res_blocks):
                 skip = skips.pop()
                 h = self._attend(blocks, i, block(autograd.cat([h, skip], dim=1), embedding),
                                  context)
-                observe(f"up{index}.block{i}", h)
             if index < len(self.upsamples):
                 h = self.upsamples[index](h)
-                observe(f"up{index}.upsample", h)
-        out = self.conv_out(norm_silu(self.norm_out, h))
-        observe("conv_out", out)
-        return out
+        return self.conv_out(norm_silu(self.norm_out, h))
 
     @staticmethod
     def _attend(blocks: Level, i: int, h: Tensor, context: Tensor | None) -> Tensor:

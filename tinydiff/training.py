@@ -263,7 +263,8 @@ class Trainer:
             if not math.isfinite(value):
                 raise NonFiniteLossError(
                     f"the loss became {value} at step {step}; training stopped and "
-                    f"{self.kept_checkpoint()}. Try a lower --lr or a smaller --grad-clip.")
+                    f"{self.kept_checkpoint()}. Try a lower --lr or a smaller --grad-clip; to "
+                    "find the op, rerun with --detect-anomaly (autograd.detect_anomaly()).")
             for key, item in (("step", step), ("loss", value), ("lr", lr)):
                 self.history[key].append(item)
 

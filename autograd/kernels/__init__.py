@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from autograd.backend import get_array_module
+from autograd.observers import observed_kernel, observers
 
 # numba's parallel kernels run on an OpenMP pool whose threads, by default, spin after each
 # kernel and starve the BLAS threads of the next matrix product: on 2 cores that made a
@@ -28,11 +29,14 @@ def kernel_backend(array) -> str:
     CuPy array), or "reference" (AUTOGRAD_REFERENCE_KERNELS=1, or a CuPy stand-in that
     cannot compile kernels, as the tests' simulated device)."""
     if use_reference_kernels():
-        return "reference"
-    xp = get_array_module(array)
-    if xp is np:
-        return "numba"
-    return "cuda" if hasattr(xp, "RawModule") else "reference"
+        backend = "reference"
+    elif get_array_module(array) is np:
+        backend = "numba"
+    else:
+        backend = "cuda" if hasattr(get_array_module(array), "RawModule") else "reference"
+    if observers:  # the profiler notes which implementation ran
+        observed_kernel(backend)
+    return backend
 
 
 def elementwise(numba_kernel, cuda_kernel: tuple[str, str], reference, *arrays):

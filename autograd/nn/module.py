@@ -11,7 +11,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from autograd.backend import Device, get_array_module, is_floating, to_device
-from autograd.grad_mode import no_grad
+from autograd.grad_mode import is_grad_enabled, no_grad
+from autograd.hooks import RemovableHandle, add_hook, gather_gradients
+from autograd.observers import observed_module_call, observers
 from autograd.tensor import Tensor, _parse_to
 
 
@@ -43,12 +45,58 @@ class Module:
         object.__setattr__(self, "_non_persistent", set())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_forward_pre_hooks", {})
+        object.__setattr__(self, "_forward_hooks", {})
+        object.__setattr__(self, "_backward_hooks", {})
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     def __call__(self, *args, **kwargs):
+        if self._forward_pre_hooks or self._forward_hooks or self._backward_hooks or observers:
+            if observers:  # a profiler or anomaly mode: ops see this module on the scope
+                return observed_module_call(self, lambda: self._call_with_hooks(args, kwargs))
+            return self._call_with_hooks(args, kwargs)
         return self.forward(*args, **kwargs)
+
+    # ---- hooks --------------------------------------------------------------------------
+
+    def register_forward_pre_hook(self, hook: Callable, *, prepend: bool = False
+                                  ) -> RemovableHandle:
+        """`hook(module, args)` before each forward; it may return replacement args (a
+        tuple, or one value)."""
+        return add_hook(self._forward_pre_hooks, hook, prepend)
+
+    def register_forward_hook(self, hook: Callable, *, prepend: bool = False
+                              ) -> RemovableHandle:
+        """`hook(module, args, output)` after each forward; it may return a replacement
+        output."""
+        return add_hook(self._forward_hooks, hook, prepend)
+
+    def register_full_backward_hook(self, hook: Callable, prepend: bool = False
+                                    ) -> RemovableHandle:
+        """`hook(module, grad_input, grad_output)` once the gradients with respect to the
+        module's tensor inputs are computed: tuples with one entry per tensor argument
+        (None where there is none) and per tensor output; it may return a replacement
+        grad_input."""
+        return add_hook(self._backward_hooks, hook, prepend)
+
+    def _call_with_hooks(self, args: tuple, kwargs: dict):
+        """forward with PyTorch's order: pre-hooks, forward, forward hooks, then the
+        backward hooks' identities around the tensor inputs and outputs."""
+        for hook in tuple(self._forward_pre_hooks.values()):
+            result = hook(self, args)
+            if result is not None:
+                args = result if isinstance(result, tuple) else (result,)
+        backward = BackwardHooks(self) if self._backward_hooks and is_grad_enabled() else None
+        if backward is not None:
+            args = backward.wrap_inputs(args)
+        output = self.forward(*args, **kwargs)
+        for hook in tuple(self._forward_hooks.values()):
+            result = hook(self, args, output)
+            if result is not None:
+                output = result
+        return output if backward is None else backward.wrap_outputs(output)
 
     # ---- registration -------------------------------------------------------------------
 
@@ -296,3 +344,67 @@ def _shape_of(value) -> tuple[int, ...]:
     """The shape of a tensor or an array (any device), or of a number or a nested list."""
     shape = getattr(value, "shape", None)
     return tuple(shape) if shape is not None else np.shape(value)
+
+
+class BackwardHooks:
+    """One call's full backward hooks: the gradients of the outputs are gathered first, then
+    those of the inputs, when the hooks fire (PyTorch's BackwardHook)."""
+
+    def __init__(self, module: Module) -> None:
+        self.module = module
+        self.grad_outputs: tuple | None = None
+        self.n_inputs = 0
+        self.input_grad = False
+
+    def wrap_inputs(self, args: tuple) -> tuple:
+        positions = [i for i, a in enumerate(args) if isinstance(a, Tensor)]
+        self.n_inputs = len(positions)
+        wanted = [i for i in positions if args[i].requires_grad]
+        if not wanted:
+            return args
+        self.input_grad = True
+        slots = [positions.index(i) for i in wanted]
+
+        def on_grads(grads: tuple) -> tuple:
+            grad_input = [None] * self.n_inputs
+            for slot, grad in zip(slots, grads):
+                grad_input[slot] = grad
+            replaced = self._fire(tuple(grad_input))
+            return None if replaced is None else [replaced[slot] for slot in slots]
+
+        copies = iter(gather_gradients([args[i] for i in wanted], on_grads))
+        return tuple(next(copies) if i in wanted else a for i, a in enumerate(args))
+
+    def wrap_outputs(self, output):
+        outputs = output if isinstance(output, tuple) else (output,)
+        wanted = [i for i, o in enumerate(outputs) if isinstance(o, Tensor) and o.requires_grad]
+        if not wanted:
+            return output
+
+        def on_grads(grads: tuple) -> None:
+            self.grad_outputs = grads
+            if not self.input_grad:  # no input needs a gradient: fire now, as PyTorch
+                self._fire((None,) * self.n_inputs)
+
+        copies = iter(gather_gradients([outputs[i] for i in wanted], on_grads))
+        wrapped = tuple(next(copies) if i in wanted else o for i, o in enumerate(outputs))
+        return wrapped if isinstance(output, tuple) else wrapped[0]
+
+    def _fire(self, grad_input: tuple) -> tuple | None:
+        """Every backward hook in order; returns the final grad_input if one replaced it."""
+        replaced = None
+        wrap = _grads_as_tensors
+        for hook in tuple(self.module._backward_hooks.values()):
+            result = hook(self.module, wrap(grad_input), wrap(self.grad_outputs or ()))
+            if result is not None:
+                result = result if isinstance(result, tuple) else (result,)
+                if len(result) != len(grad_input):
+                    raise RuntimeError(f"backward hook {hook!r} returned {len(result)} "
+                                       f"gradients, expected {len(grad_input)}")
+                grad_input = replaced = tuple(r.data if isinstance(r, Tensor) else r
+                                              for r in result)
+        return replaced
+
+
+def _grads_as_tensors(grads: tuple) -> tuple:
+    return tuple(None if g is None else Tensor._wrap(g) for g in grads)
