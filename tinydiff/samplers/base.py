@@ -79,7 +79,8 @@ def draw_noise(generator: np.random.Generator | None, like: np.ndarray) -> np.nd
 
 def check_steps(num_inference_steps: Any, num_train_timesteps: int) -> int:
     n = num_inference_steps
-    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 1 <= n <= num_train_timesteps:
+    if (isinstance(n, bool) or not isinstance(n, int | np.integer)
+            or not 1 <= n <= num_train_timesteps):
         raise ValueError(
             f"num_inference_steps must be an int in [1, {num_train_timesteps}] (the schedule's "
             f"training timesteps), got {n!r}"
@@ -180,7 +181,8 @@ def sigmas_of(alphas_cumprod: np.ndarray) -> np.ndarray:
 
 def alpha_sigma_of(sigma: float) -> tuple[float, float]:
     """(alpha_t, sigma_t) of the variance-preserving x_t at noise level sigma:
-    alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma alpha_t (diffusers' _sigma_to_alpha_sigma_t)."""
+    alpha_t = 1 / sqrt(sigma^2 + 1), sigma_t = sigma alpha_t (diffusers'
+    _sigma_to_alpha_sigma_t)."""
     alpha = 1.0 / math.sqrt(sigma**2 + 1.0)
     return alpha, sigma * alpha
 

@@ -13,7 +13,12 @@ from typing import ClassVar
 import numpy as np
 
 from autograd.backend import get_array_module
-from tinydiff.diffusion import array_of, learned_range_log_variance, learns_variance
+from tinydiff.diffusion import (
+    array_of,
+    learned_range_log_variance,
+    learns_variance,
+    predict_x0_and_eps,
+)
 from tinydiff.samplers.base import (
     DEFAULT_STEPS,
     Sampler,
@@ -22,7 +27,6 @@ from tinydiff.samplers.base import (
     draw_noise,
     inference_timesteps,
 )
-from tinydiff.diffusion import predict_x0_and_eps
 from tinydiff.schedules import NoiseSchedule
 
 
