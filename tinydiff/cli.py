@@ -29,7 +29,7 @@ from tinydiff.latent import (
     resume_latent_trainer,
     sidecar_path,
 )
-from tinydiff.samplers import DEFAULT_GUIDANCE
+from tinydiff.samplers import DEFAULT_GUIDANCE, SAMPLER_CLASSES, SAMPLERS
 from tinydiff.training import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -173,14 +173,55 @@ def add_train_parser(commands) -> None:
     p.set_defaults(run=run_train)
 
 
+def add_sampler_arguments(p: argparse.ArgumentParser, default_steps: int) -> None:
+    """--sampler (its choices: the sampler registry), --steps and the samplers' main options."""
+    p.add_argument("--sampler", choices=SAMPLERS, default="ddim",
+                   help="sampler (default %(default)s); dpmsolver++ / unipc are good at 10-20 "
+                   "steps, heun costs 2 model calls a step")
+    p.add_argument("--steps", type=positive_int, default=default_steps,
+                   help="inference steps (default %(default)s)")
+    p.add_argument("--eta", type=float, help="ddim: noise (0, the default: deterministic)")
+    p.add_argument("--solver-order", type=int, choices=[1, 2, 3],
+                   help="dpmsolver++ / unipc: solver order (default 2)")
+    p.add_argument("--karras", action="store_true",
+                   help="dpmsolver++ / unipc / euler / heun: Karras et al. sigmas")
+    p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
+                   help="timestep spacing (default: the sampler's, as in diffusers)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def sampler_options(sampler: str, eta: float | None = None, solver_order: int | None = None,
+                    karras: bool = False, spacing: str | None = None,
+                    latent: bool = False) -> dict:
+    """The sampler options of the command line's flags; those left unset keep the sampler's
+    defaults. Pixel-space models clip x0 to [-1, 1] (clip_sample; thresholding, which is
+    clipping at sample_max_value 1, for dpmsolver++ / unipc) where the sampler can; latents
+    are never clipped. A flag the sampler does not take is an error naming it."""
+    allowed = SAMPLER_CLASSES[sampler].option_names()
+    options: dict = {}
+    for flag, option, value in (("--eta", "eta", eta),
+                                ("--solver-order", "solver_order", solver_order),
+                                ("--karras", "use_karras_sigmas", karras or None),
+                                ("--spacing", "timestep_spacing", spacing)):
+        if value is None:
+            continue
+        if option not in allowed:
+            users = [name for name, cls in SAMPLER_CLASSES.items() if option in cls.option_names()]
+            raise ValueError(f"{flag} is an option of {', '.join(users)}, not of {sampler}")
+        options[option] = value
+    if "clip_sample" in allowed:
+        options["clip_sample"] = not latent
+    elif "thresholding" in allowed and not latent:
+        options["thresholding"] = True
+    return options
+
+
 def add_sample_parser(commands) -> None:
     p = commands.add_parser("sample", help="sample images from a checkpoint",
                             description="Sample from a checkpoint's EMA weights.")
     p.add_argument("--ckpt", required=True, type=Path)
-    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
-    p.add_argument("--steps", type=positive_int, default=50, help="inference steps")
+    add_sampler_arguments(p, 50)
     p.add_argument("--n", type=positive_int, default=64, help="number of samples")
-    p.add_argument("--eta", type=float, default=0.0, help="DDIM noise (0 deterministic)")
     p.add_argument("--class", dest="class_label", type=int,
                    help="digit to generate (class-conditional checkpoints)")
     p.add_argument("--guidance", type=finite_float, help=GUIDANCE_HELP)
@@ -203,8 +244,7 @@ def add_eval_parser(commands) -> None:
     p.add_argument("--ckpt", type=Path, help="checkpoint to sample from")
     p.add_argument("--samples", type=Path, help="a .npz of samples (from `sample --npz`)")
     p.add_argument("--n", type=positive_int, default=2000, help="samples to draw")
-    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim")
-    p.add_argument("--steps", type=positive_int, default=50)
+    add_sampler_arguments(p, 50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--guidance", type=finite_float,
                    help=GUIDANCE_HELP + "; the samples cycle through the digits")
@@ -337,20 +377,23 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps: int = 50,
-                    eta: float = 0.0, class_label: int | None = None,
+                    eta: float | None = None, class_label: int | None = None,
                     guidance: float | None = None, seed: int = 0, npz: Path | None = None,
                     trajectory: Path | None = None, use_ema: bool = True,
-                    batch_size: int = 256,
-                    device: str = "cpu") -> tuple[np.ndarray, np.ndarray | None]:
+                    batch_size: int = 256, device: str = "cpu",
+                    solver_order: int | None = None, karras: bool = False,
+                    spacing: str | None = None,
+                    progress: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """Sample `n` images from a checkpoint on `device` and write the PNG grid (and .npz,
     trajectory). Returns the images and, for a class-conditional model, the labels they
     were asked for (`class_label`, or the digits in turn), sampled with `guidance` (default
-    DEFAULT_GUIDANCE)."""
+    DEFAULT_GUIDANCE). `sampler` with its options (see `sampler_options`) is built once;
+    `progress`: a bar over the model calls of all batches."""
     import autograd
     from autograd.files import atomic_write
     from autograd.nn.parallel import sliced_forward
     from tinydiff.plots import plot_trajectory, save_image_grid
-    from tinydiff.samplers import class_guidance, sample
+    from tinydiff.samplers import class_guidance, make_sampler, sample
     from tinydiff.training import checkpoint_variance_type, load_for_sampling
 
     model, schedule, prediction_type, state = load_for_sampling(ckpt, use_ema=use_ema,
@@ -371,6 +414,13 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
         raise ValueError(f"--class must be in [0, {model.config.num_classes}), got {class_label}")
     if conditional and guidance is None:
         guidance = DEFAULT_GUIDANCE
+    options = sampler_options(sampler, eta, solver_order, karras, spacing,
+                              latent=pipeline is not None)
+    variance_type = checkpoint_variance_type(state)
+    runner = make_sampler(sampler, schedule, steps, prediction_type=prediction_type,
+                          **({"variance_type": variance_type}
+                             if sampler == "ddpm" or variance_type == "learned_range" else {}),
+                          **options)
     generator = np.random.default_rng(seed)
     size, channels = model.config.image_size, model.config.in_channels
     batches, trajectories = [], None
@@ -378,20 +428,25 @@ def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps:
     if conditional:
         labels = (np.full(n, class_label) if class_label is not None
                   else np.arange(n) % model.config.num_classes).astype(np.int64)
-    for start in range(0, n, batch_size):
-        count = min(batch_size, n - start)
-        part = None if labels is None else labels[start:start + count]
-        with autograd.no_grad():
-            result = sample(forward, schedule, (count, channels, size, size), device=device,
-                            sampler=sampler, num_inference_steps=steps, generator=generator,
-                            eta=eta, prediction_type=prediction_type,
-                            variance_type=checkpoint_variance_type(state),
-                            clip_sample=pipeline is None,  # latents are not clipped
-                            return_trajectory=trajectory is not None and start == 0,
-                            **class_guidance(model, part, guidance))
-        if isinstance(result, tuple):
-            result, trajectories = result
-        batches.append(result if pipeline is None else decode_latents(pipeline, result))
+    from tqdm.auto import tqdm
+
+    starts = range(0, n, batch_size)
+    bar = tqdm(total=len(starts) * runner.model_calls, disable=not progress, unit="call",
+               desc=f"{sampler} {steps}", dynamic_ncols=True)
+    with bar:
+        for start in starts:
+            count = min(batch_size, n - start)
+            part = None if labels is None else labels[start:start + count]
+            with autograd.no_grad():
+                result = sample(forward, schedule, (count, channels, size, size),
+                                device=device, sampler=runner, generator=generator,
+                                return_trajectory=trajectory is not None and start == 0,
+                                progress=bar if progress else False,
+                                **class_guidance(model, part, guidance))
+            if isinstance(result, tuple):
+                result, trajectories = result
+            batches.append(result if pipeline is None else decode_latents(pipeline, result))
+            bar.set_postfix(images=f"{start + count}/{n}")
     images = np.concatenate(batches)
     save_image_grid(images, out)
     if npz is not None:
@@ -429,13 +484,20 @@ def check_sample_outputs(ckpt: Path, images: dict[str, Path | None],
             check_output_file(path, option)
 
 
+def sampler_flags(args: argparse.Namespace) -> dict:
+    """sample_to_files' sampler arguments from the parsed command line."""
+    return {"sampler": args.sampler, "steps": args.steps, "eta": args.eta,
+            "solver_order": args.solver_order, "karras": args.karras, "spacing": args.spacing,
+            "progress": not args.no_progress}
+
+
 def run_sample(args: argparse.Namespace) -> int:
     check_sample_outputs(args.ckpt, {"--out": args.out, "--trajectory": args.trajectory},
                          {"--npz": args.npz})
-    sample_to_files(args.ckpt, n=args.n, out=args.out, sampler=args.sampler, steps=args.steps,
-                    eta=args.eta, class_label=args.class_label, guidance=args.guidance,
-                    seed=args.seed, npz=args.npz, trajectory=args.trajectory,
-                    use_ema=not args.no_ema, batch_size=args.batch_size, device=args.device)
+    sample_to_files(args.ckpt, n=args.n, out=args.out, class_label=args.class_label,
+                    guidance=args.guidance, seed=args.seed, npz=args.npz,
+                    trajectory=args.trajectory, use_ema=not args.no_ema,
+                    batch_size=args.batch_size, device=args.device, **sampler_flags(args))
     print(f"saved {args.out}")
     return 0
 
@@ -452,10 +514,9 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         grid = args.ckpt.parent / f"eval-{args.sampler}{args.steps}-samples.png"
         check_sample_outputs(args.ckpt, {"the sample grid": grid}, {})
-        samples, labels = sample_to_files(args.ckpt, n=args.n, out=grid, sampler=args.sampler,
-                                          steps=args.steps, seed=args.seed,
+        samples, labels = sample_to_files(args.ckpt, n=args.n, out=grid, seed=args.seed,
                                           guidance=args.guidance, use_ema=not args.no_ema,
-                                          device=args.device)
+                                          device=args.device, **sampler_flags(args))
     for line in evaluate_samples(samples, seed=args.seed, labels=labels).lines():
         print(line)
     if args.nll_images:
@@ -472,7 +533,7 @@ def run_eval(args: argparse.Namespace) -> int:
         mean, error = nll_bits_per_dim(sliced_forward(model), schedule, images,
                                        prediction_type, seed=args.seed,
                                        variance_type=checkpoint_variance_type(state),
-                                       device=args.device)
+                                       device=args.device, progress=not args.no_progress)
         print(f"NLL bound: {mean:.3f} +- {error:.3f} bits/dim ({len(images)} test images)")
     return 0
 

@@ -158,6 +158,31 @@ def q_posterior(
 # ----------------------------------------------------------------------------- prediction types
 
 
+def x0_and_eps_from_output(
+    model_output: Any, x_t: Any, alpha_t: Any, sigma_t: Any, prediction_type: str
+) -> tuple[Any, Any]:
+    """(x0, eps) implied by a model output at x_t = alpha_t x0 + sigma_t eps (variance
+    preserving: alpha_t^2 + sigma_t^2 = 1): the conversion every sampler uses.
+
+    alpha_t and sigma_t: floats, or arrays that broadcast against x_t. epsilon: x0 =
+    (x_t - sigma_t eps) / alpha_t; sample: eps = (x_t - alpha_t x0) / sigma_t; v_prediction
+    (v = alpha_t eps - sigma_t x0): x0 = alpha_t x_t - sigma_t v, eps = sigma_t x_t + alpha_t v.
+    """
+    check_prediction_type(prediction_type)
+    if isinstance(alpha_t, float):  # scalars in the batch's dtype (no silent promotion)
+        alpha_t, sigma_t = x_t.dtype.type(alpha_t), x_t.dtype.type(sigma_t)
+    if prediction_type == "epsilon":
+        eps = model_output
+        x0 = (x_t - sigma_t * eps) / alpha_t
+    elif prediction_type == "sample":
+        x0 = model_output
+        eps = (x_t - alpha_t * x0) / sigma_t
+    else:
+        x0 = alpha_t * x_t - sigma_t * model_output
+        eps = sigma_t * x_t + alpha_t * model_output
+    return x0, eps
+
+
 def predict_x0_and_eps(
     schedule: NoiseSchedule,
     x_t: np.ndarray,
@@ -171,16 +196,8 @@ def predict_x0_and_eps(
     _check_same_shape("model_output", model_output, x_t)
     sqrt_abar = gather(schedule.sqrt_alphas_cumprod, t, x_t)
     sqrt_one_minus_abar = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x_t)
-    if prediction_type == "epsilon":
-        eps = model_output
-        x0 = (x_t - sqrt_one_minus_abar * eps) / sqrt_abar
-    elif prediction_type == "sample":
-        x0 = model_output
-        eps = (x_t - sqrt_abar * x0) / sqrt_one_minus_abar
-    else:  # v = sqrt(abar) eps - sqrt(1 - abar) x0
-        x0 = sqrt_abar * x_t - sqrt_one_minus_abar * model_output
-        eps = sqrt_one_minus_abar * x_t + sqrt_abar * model_output
-    return x0, eps
+    return x0_and_eps_from_output(model_output, x_t, sqrt_abar, sqrt_one_minus_abar,
+                                  prediction_type)
 
 
 def prediction_target(

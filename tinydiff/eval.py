@@ -214,11 +214,13 @@ def evaluate_samples(samples: np.ndarray, classifier: Classifier | None = None,
 def nll_bits_per_dim(model, schedule, images: np.ndarray, prediction_type: str,
                      batch_size: int = 64, seed: int = 0,
                      variance_type: str = "fixed_small",
-                     device: str | None = None) -> tuple[float, float]:
+                     device: str | None = None, progress: bool = False) -> tuple[float, float]:
     """Mean and standard error of the variational bound in bits/dim over `images` (a subset
     of the test set: every image costs T model evaluations); `variance_type` is the model's
     (learned_range: from its variance channels). The bound is computed on `device`
-    (default: the model's)."""
+    (default: the model's). `progress`: a tqdm bar over the images."""
+    from tqdm.auto import tqdm
+
     from autograd.backend import to_device
     from tinydiff.diffusion import variational_bound
     from tinydiff.samplers import model_device
@@ -226,13 +228,16 @@ def nll_bits_per_dim(model, schedule, images: np.ndarray, prediction_type: str,
     device = model_device(model) if device is None else device
     generator = np.random.default_rng(seed)
     totals = []
-    with autograd.no_grad():
+    bar = tqdm(total=len(images), disable=not progress, unit="image", desc="NLL bound",
+               dynamic_ncols=True)
+    with autograd.no_grad(), bar:
         for start in range(0, len(images), batch_size):
             batch = to_device(images[start:start + batch_size], device)
             bound = variational_bound(model, schedule, batch,
                                       generator, prediction_type=prediction_type,
                                       variance_type=variance_type)
             totals.append(bound.total)
+            bar.update(len(batch))
     totals = np.concatenate(totals)
     return float(totals.mean()), float(totals.std(ddof=1) / np.sqrt(len(totals))
                                        if len(totals) > 1 else 0.0)

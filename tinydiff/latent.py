@@ -157,7 +157,11 @@ def sample_latent_images(pipeline: LatentPipeline, labels: np.ndarray | None = N
         raise ValueError(f"sample_latent_images needs labels (N,) or a count, not {given}")
     count = len(labels) if labels is not None else count
     model = pipeline.model
-    options.setdefault("clip_sample", False)
+    if options.get("thresholding") or options.get("clip_sample"):
+        raise ValueError("thresholding / clip_sample clip x0 to the pixel range [-1, 1]; "
+                         "latents are not in it: leave them off for latent models")
+    if sampler in ("ddpm", "ddim"):
+        options.setdefault("clip_sample", False)
     with autograd.no_grad():
         latents = sample(model, pipeline.schedule, (count, *pipeline.vae.config.latent_shape),
                          sampler=sampler, num_inference_steps=num_inference_steps,

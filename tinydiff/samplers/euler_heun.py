@@ -1,0 +1,127 @@
+"""Euler and Heun solvers of the probability-flow ODE in sigma space (Karras et al. 2022,
+"Elucidating the Design Space of Diffusion-Based Generative Models", algorithm 1),
+diffusers' EulerDiscreteScheduler and HeunDiscreteScheduler (deterministic: s_churn 0).
+
+In diffusers' variable x = x_t / alpha_t the ODE is dx / dsigma = (x - x0(x, sigma)) / sigma
+(eq. 3 with sigma(t) = t). The model is called at fractional timesteps: those of the
+noise levels, interpolated in log sigma (`sigma_to_t`) where Karras sigmas are used.
+`step` takes and returns variance-preserving x_t, converting at each end.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from tinydiff.samplers.base import TIMESTEP_SPACINGS, SamplerStep, SigmaSampler, check_choice
+from tinydiff.schedules import NoiseSchedule
+
+
+class EulerSampler(SigmaSampler):
+    """Euler's method in sigma space: one model call per step, first order.
+
+    Options and defaults are diffusers' EulerDiscreteScheduler's (timestep_spacing
+    "linspace", whose timesteps are fractional, final sigma 0).
+    """
+
+    name: ClassVar[str] = "euler"
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        num_inference_steps: int = 50,
+        prediction_type: str = "epsilon",
+        use_karras_sigmas: bool = False,
+        timestep_spacing: str = "linspace",
+        variance_type: str | None = None,
+    ) -> None:
+        super().__init__(schedule, prediction_type, variance_type)
+        check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        self.set_sigma_timesteps(num_inference_steps, timestep_spacing, use_karras_sigmas)
+
+    def step(
+        self,
+        model_output: np.ndarray,
+        t: int | float,
+        x_t: np.ndarray,
+        generator: np.random.Generator | None = None,
+        classifier_gradient: np.ndarray | None = None,
+    ) -> SamplerStep:
+        i = self.begin_step(t)
+        sigma, sigma_next = float(self.sigmas[i]), float(self.sigmas[i + 1])
+        # 1. x0 from the model output at sigma
+        x0 = self.data_prediction(model_output, x_t, sigma, classifier_gradient)
+        # 2. the ODE derivative d = (x - x0) / sigma (Karras et al. 2022, eq. 3)
+        x = self.to_sigma_space(x_t, sigma)
+        derivative = (x - x0) / x.dtype.type(sigma)
+        # 3. an Euler step to sigma_next, then back to the variance-preserving x_t
+        prev_sample = x + derivative * x.dtype.type(sigma_next - sigma)
+        return SamplerStep(self.from_sigma_space(prev_sample, sigma_next), x0)
+
+
+class HeunSampler(SigmaSampler):
+    """Heun's second-order method in sigma space (Karras et al. 2022, algorithm 1): an Euler
+    step to sigma_next, then the model again there and the step redone with the mean of the
+    two derivatives. As in diffusers, `timesteps` lists each inner timestep twice and `step`
+    is called once per model call: 2n - 1 calls for n steps (the last step, to sigma 0, is
+    Euler's).
+
+    Options and defaults are diffusers' HeunDiscreteScheduler's (clip_sample off).
+    """
+
+    name: ClassVar[str] = "heun"
+
+    def __init__(
+        self,
+        schedule: NoiseSchedule,
+        num_inference_steps: int = 50,
+        prediction_type: str = "epsilon",
+        use_karras_sigmas: bool = False,
+        clip_sample: bool = False,
+        clip_sample_range: float = 1.0,
+        timestep_spacing: str = "linspace",
+        variance_type: str | None = None,
+    ) -> None:
+        super().__init__(schedule, prediction_type, variance_type)
+        check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        if not clip_sample_range > 0:
+            raise ValueError(f"clip_sample_range must be > 0, got {clip_sample_range}")
+        self.clip_sample, self.clip_sample_range = bool(clip_sample), float(clip_sample_range)
+        self.set_sigma_timesteps(num_inference_steps, timestep_spacing, use_karras_sigmas)
+        # [s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0] and [t0, t1, t1, ..., t_{n-1}, t_{n-1}]
+        self.sigmas = np.concatenate([self.sigmas[:1], np.repeat(self.sigmas[1:-1], 2),
+                                      self.sigmas[-1:]])
+        self.timesteps = np.concatenate([self.timesteps[:1], np.repeat(self.timesteps[1:], 2)])
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self.prev_derivative = self.dt = self.first_sample = None
+
+    def step(
+        self,
+        model_output: np.ndarray,
+        t: int | float,
+        x_t: np.ndarray,
+        generator: np.random.Generator | None = None,
+        classifier_gradient: np.ndarray | None = None,
+    ) -> SamplerStep:
+        i = self.begin_step(t)
+        # x_t is at sigmas[i]; the step ends at sigmas[i + 1]
+        sigma_in, sigma_out = float(self.sigmas[i]), float(self.sigmas[i + 1])
+        # 1. x0 from the model output at this call's noise level
+        x0 = self.data_prediction(model_output, x_t, sigma_in, classifier_gradient)
+        x = self.to_sigma_space(x_t, sigma_in)
+        derivative = (x - x0) / x.dtype.type(sigma_in)
+        if self.dt is None:
+            # 2a. first call of a step: an Euler step to sigma_next, kept for the correction
+            self.prev_derivative, self.dt, self.first_sample = (
+                derivative, sigma_out - sigma_in, x)
+            prev_sample = x + derivative * x.dtype.type(self.dt)
+        else:
+            # 2b. second call, at sigma_next: the trapezoid rule, the mean of both derivatives
+            derivative = (self.prev_derivative + derivative) / x.dtype.type(2)
+            prev_sample = self.first_sample + derivative * x.dtype.type(self.dt)
+            self.prev_derivative = self.dt = self.first_sample = None
+        return SamplerStep(self.from_sigma_space(prev_sample, sigma_out), x0)
