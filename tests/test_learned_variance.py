@@ -229,3 +229,25 @@ def test_resampler_weights_keep_the_estimate_unbiased():
         resampler.update(np.array([1]), np.array([np.nan]))
     with pytest.raises(ValueError, match="history"):
         restored.load_state_dict({"loss_history": np.zeros((3, 1)), "loss_counts": np.zeros(3)})
+
+
+@pytest.mark.parametrize("variance_type, channels", [("fixed_small", 1), ("learned_range", 2)])
+@pytest.mark.parametrize("loss_weighting", ["uniform", "min_snr"])
+def test_resampler_records_the_loss_before_its_own_weights(variance_type, channels,
+                                                           loss_weighting):
+    """As improved-diffusion's LossSecondMomentResampler: the history holds each timestep's
+    loss, and only the optimised loss carries the importance weights 1 / (T p_t)."""
+    rng = np.random.default_rng(0)
+    x0 = rng.uniform(-1, 1, (4, 1, 4, 4)).astype(np.float32)
+    output = rng.standard_normal((4, channels, 4, 4)).astype(np.float32)
+    t, weights = np.array([1, 3, 5, 9]), np.array([0.5, 2.0, 4.0, 1.0])
+
+    def terms(timestep_weights):
+        return training_losses(lambda x, t: output, SCHEDULE, x0, np.random.default_rng(1),
+                               loss_weighting=loss_weighting, variance_type=variance_type,
+                               timesteps=t, timestep_weights=timestep_weights)
+
+    plain, weighted = terms(None), terms(weights)
+    np.testing.assert_allclose(weighted.per_sample, plain.per_sample, rtol=1e-6)
+    np.testing.assert_allclose(float(weighted.loss), np.mean(weights * plain.per_sample),
+                               rtol=1e-5)

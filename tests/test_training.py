@@ -119,8 +119,11 @@ def test_worker_threads_do_not_change_the_result(digits):
 def test_bad_configs_are_rejected():
     with pytest.raises(ValueError, match="batch_slices must be >= 1 and divide"):
         TrainConfig(batch_size=30, batch_slices=4)
-    with pytest.raises(ValueError, match="lr must be positive"):
-        TrainConfig(lr=0.0)
+    for lr in (0.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="lr must be a positive finite number"):
+            TrainConfig(lr=lr)
+    with pytest.raises(ValueError, match="grad_clip must be a finite number >= 0"):
+        TrainConfig(grad_clip=float("nan"))
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainConfig(lr_schedule="step")
     with pytest.raises(ValueError, match="variance_type"):
