@@ -81,6 +81,35 @@ def _report(i, index, analytic, numeric, what="") -> GradcheckError:
     )
 
 
+def _first_non_finite(i: int, analytic: np.ndarray, numeric: np.ndarray) -> GradcheckError | None:
+    """The error naming the first element where either gradient is NaN or infinite."""
+    bad = ~(np.isfinite(analytic) & np.isfinite(numeric))
+    if not bad.any():
+        return None
+    index = tuple(int(k) for k in np.unravel_index(np.argmax(bad), analytic.shape))
+    return GradcheckError(
+        f"non-finite gradient for input {i} at index {index}: analytic "
+        f"{float(analytic[index])!r}, numerical {float(numeric[index])!r}")
+
+
+def _check_reentrant(fn: Callable, inputs: list, upstreams, analytic, nondet_tol: float):
+    """Backward run twice must agree within nondet_tol (PyTorch's check, default exact)."""
+    again, _ = _analytic(fn, inputs, upstreams, None)
+    for i, (first, second) in enumerate(zip(analytic, again)):
+        if first is None:
+            continue
+        same = (first == second) | (np.isnan(first) & np.isnan(second))  # non-finite: later
+        with np.errstate(invalid="ignore"):
+            differs = ~(same | (np.abs(first - second) <= nondet_tol))
+        if differs.any():
+            index = tuple(int(k) for k in np.unravel_index(np.argmax(differs), first.shape))
+            return GradcheckError(
+                f"backward is not reentrant for input {i} at index {index}: two runs gave "
+                f"{float(first[index])!r} and {float(second[index])!r} (nondet_tol="
+                f"{nondet_tol})")
+    return None
+
+
 def gradcheck(
     fn: Callable,
     inputs: Sequence,
@@ -89,16 +118,23 @@ def gradcheck(
     rtol: float = 1e-3,
     raise_exception: bool = True,
     seed: int = 0,
+    nondet_tol: float = 0.0,
 ) -> bool:
     """Compare analytic gradients of `fn(*inputs)` with central differences, element by
     element, for every input tensor that requires grad (those must be float64).
 
+    Also fails when a gradient (analytic or numerical) is NaN or infinite, and when a
+    second backward gives a gradient more than `nondet_tol` away from the first. An input
+    the outputs do not depend on must get a zero gradient (its differences are zero).
     Returns True, or raises GradcheckError naming the worst element (input, index, analytic
     value, numerical value); with `raise_exception=False` returns False instead."""
     inputs = _checked_inputs(inputs)
     rng = np.random.default_rng(seed)
     analytic, upstreams = _analytic(fn, inputs, None, rng)
+    error = _check_reentrant(fn, inputs, upstreams, analytic, nondet_tol)
     for i, x in enumerate(inputs):
+        if error is not None:
+            break
         if analytic[i] is None:
             continue
         probe = x.detach().clone()
@@ -115,14 +151,18 @@ def gradcheck(
             flat[k] = values[k]
             numeric[k] = (plus - minus) / (2 * eps)
         numeric = numeric.reshape(x.shape)
+        error = _first_non_finite(i, analytic[i], numeric)
+        if error is not None or not numeric.size:
+            continue
         excess = np.abs(analytic[i] - numeric) - (atol + rtol * np.abs(numeric))
-        if excess.size and (excess.max() > 0 or not np.all(np.isfinite(analytic[i]))):
-            flat_worst = np.argmax(np.where(np.isfinite(excess), excess, np.inf))
-            worst = tuple(int(k) for k in np.unravel_index(flat_worst, x.shape))
-            if raise_exception:
-                raise _report(i, worst, float(analytic[i][worst]), float(numeric[worst]))
-            return False
-    return True
+        if excess.max() > 0:
+            worst = tuple(int(k) for k in np.unravel_index(np.argmax(excess), x.shape))
+            error = _report(i, worst, float(analytic[i][worst]), float(numeric[worst]))
+    if error is None:
+        return True
+    if raise_exception:
+        raise error
+    return False
 
 
 def gradcheck_directional(
@@ -133,12 +173,20 @@ def gradcheck_directional(
     rtol: float = 1e-3,
     directions: int = 2,
     seed: int = 0,
+    nondet_tol: float = 0.0,
 ) -> bool:
     """Check <analytic gradient, u> against the directional central difference for random
-    directions u over all inputs at once. Two forward passes per direction."""
+    directions u over all inputs at once. Two forward passes per direction. Non-finite
+    gradients and a backward that is not reentrant (see `gradcheck`) fail too."""
     inputs = _checked_inputs(inputs)
     rng = np.random.default_rng(seed)
     analytic, upstreams = _analytic(fn, inputs, None, rng)
+    error = _check_reentrant(fn, inputs, upstreams, analytic, nondet_tol)
+    if error is not None:
+        raise error
+    for i, g in enumerate(analytic):
+        if g is not None and not np.all(np.isfinite(g)):
+            raise _first_non_finite(i, g, np.zeros_like(g))
     for d in range(directions):
         steps = [rng.standard_normal(x.shape) if g is not None else None
                  for x, g in zip(inputs, analytic)]
@@ -151,6 +199,9 @@ def gradcheck_directional(
         minus = [Tensor(x.data - eps * u) if u is not None else x
                  for x, u in zip(inputs, steps_there)]
         numeric = (_objective(fn, plus, upstreams) - _objective(fn, minus, upstreams)) / (2 * eps)
+        if not np.isfinite(numeric):
+            raise GradcheckError(f"non-finite gradient for inputs (directional) at direction "
+                                 f"{d}: analytic {predicted!r}, numerical {numeric!r}")
         if not abs(predicted - numeric) <= atol + rtol * abs(numeric):
             raise _report("s", f"direction {d}", predicted, numeric, " (directional)")
     return True

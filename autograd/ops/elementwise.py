@@ -419,6 +419,8 @@ def gelu(a: Tensor, approximate: str = "none") -> Tensor:
 
 
 class Maximum(Function):
+    """Elementwise maximum. Subgradient at ties (PyTorch's): each input gets half."""
+
     def forward(self, a, b):
         self.save_for_backward(a, b)
         return get_array_module(a).maximum(a, b)
@@ -429,6 +431,8 @@ class Maximum(Function):
 
 
 class Minimum(Function):
+    """Elementwise minimum. Subgradient at ties (PyTorch's): each input gets half."""
+
     def forward(self, a, b):
         self.save_for_backward(a, b)
         return get_array_module(a).minimum(a, b)

@@ -38,16 +38,16 @@ class _GroupedNorm(Function):
         raise NotImplementedError
 
     def forward(self, x, weight, bias):
-        out, self.mean, self.rstd = group_norm_forward(
+        out, mean, rstd = group_norm_forward(
             self.to_layout(x), weight.reshape(-1), bias.reshape(-1), self.num_groups, self.eps,
             self.silu)
-        self.save_for_backward(x, weight, bias)
+        self.save_for_backward(x, weight, bias, mean, rstd)
         return self.from_layout(out, x.shape)
 
     def backward(self, grad):  # dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
-        x, weight, bias = self.saved  # with silu, dy = grad * silu'(y) first (in the kernel)
+        x, weight, bias, mean, rstd = self.saved  # silu: dy = grad * silu'(y) first (kernel)
         grad_x, grad_weight, grad_bias = group_norm_backward(
-            self.to_layout(grad), self.to_layout(x), self.mean, self.rstd,
+            self.to_layout(grad), self.to_layout(x), mean, rstd,
             weight.reshape(-1), self.num_groups, bias.reshape(-1), self.silu)
         return (
             self.from_layout(grad_x, x.shape) if self.needs_input_grad[0] else None,

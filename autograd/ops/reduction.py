@@ -78,19 +78,24 @@ class Var(Function):
     def forward(self, a):
         xp = get_array_module(a)
         count = math.prod(a.shape[d] for d in self.dims)
-        self.centered = a - a.mean(axis=self.dims, keepdims=True)
+        centered = a - a.mean(axis=self.dims, keepdims=True)
         self.denominator = builtins.max(count - self.correction, 0)
-        squares = xp.sum(self.centered * self.centered, axis=self.dims, keepdims=self.keepdim)
+        squares = xp.sum(centered * centered, axis=self.dims, keepdims=self.keepdim)
+        self.save_for_backward(centered)
         with np.errstate(divide="ignore", invalid="ignore"):
             return xp.asarray(squares / self.denominator)
 
     def backward(self, grad):  # d var = 2 (a - mean) / (N - correction) da
+        (centered,) = self.saved
         grad = grad if self.keepdim else get_array_module(grad).expand_dims(grad, self.dims)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return grad * self.centered * (2 / self.denominator)
+            return grad * centered * (2 / self.denominator)
 
 
 class AMax(Function):
+    """amax/amin over `dims`. Subgradient at ties (PyTorch's): the gradient is shared
+    evenly among the elements that reach the extreme, 1/k each for k tied elements."""
+
     def __init__(self, dims, keepdim, largest: bool) -> None:
         self.dims, self.keepdim, self.largest = dims, keepdim, largest
 
@@ -98,14 +103,13 @@ class AMax(Function):
         xp = get_array_module(a)
         reduce = xp.max if self.largest else xp.min
         out = xp.asarray(reduce(a, axis=self.dims, keepdims=self.keepdim))
-        self.save_for_backward(a)
-        self.out = out
+        self.save_for_backward(a, out)
         return out
 
     def backward(self, grad):  # shared evenly among the elements that reach the extreme
-        (a,) = self.saved
+        a, out = self.saved
         xp = get_array_module(a)
-        out = self.out if self.keepdim else xp.expand_dims(self.out, self.dims)
+        out = out if self.keepdim else xp.expand_dims(out, self.dims)
         winners = a == out
         grad = grad if self.keepdim else xp.expand_dims(grad, self.dims)
         return grad * winners / winners.sum(axis=self.dims, keepdims=True)
@@ -121,12 +125,13 @@ class LogSumExp(Function):
         peak = xp.where(xp.isfinite(peak), peak, 0)
         total = xp.sum(xp.exp(a - peak), axis=self.dims, keepdims=True)
         out = xp.log(total) + peak
-        self.softmax = xp.exp(a - out)
+        self.save_for_backward(xp.exp(a - out))  # the softmax of a
         return out if self.keepdim else xp.squeeze(out, axis=self.dims)
 
     def backward(self, grad):  # d logsumexp = softmax da
+        (softmax,) = self.saved
         grad = grad if self.keepdim else get_array_module(grad).expand_dims(grad, self.dims)
-        return grad * self.softmax
+        return grad * softmax
 
 
 class Softmax(Function):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from autograd.backend import get_array_module
 from autograd.kernels.adam import AdamSettings, adam_step
-from autograd.optim.optimizer import Optimizer
+from autograd.optim.optimizer import Optimizer, check_setting
 
 
 class Adam(Optimizer):
@@ -17,9 +17,13 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False,
                  maximize: bool = False) -> None:
-        if lr < 0 or eps < 0 or weight_decay < 0 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"invalid {type(self).__name__} settings: lr={lr}, "
-                             f"betas={betas}, eps={eps}, weight_decay={weight_decay}")
+        owner = type(self).__name__
+        for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+            check_setting(owner, name, value)
+        if len(tuple(betas)) != 2:
+            raise ValueError(f"{owner}: betas must be a pair (beta1, beta2), got {betas!r}")
+        for k, beta in enumerate(betas):
+            check_setting(owner, f"betas[{k}]", beta, high=1.0)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
                                       weight_decay=weight_decay, amsgrad=amsgrad,
                                       maximize=maximize))

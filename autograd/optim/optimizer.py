@@ -8,6 +8,7 @@ and follow it: after `Module.to(device)` they move at the next `step()`.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,6 +44,19 @@ def follow_state(state: dict, like) -> None:
     for key, value in state.items():
         if is_array(value):
             state[key] = follow(value, like)
+
+
+def check_setting(owner: str, name: str, value: float, low: float = 0.0,
+                  high: float = math.inf) -> None:
+    """Refuse a hyperparameter that is NaN, infinite or outside [low, high) (high: inf means
+    no upper bound), naming the optimizer, the setting, the value and the range expected."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and low <= number and (number < high or high == math.inf)):
+        bound = f"in [{low}, {high})" if high != math.inf else f">= {low}"
+        raise ValueError(f"{owner}: {name} must be a finite number {bound}, got {value!r}")
 
 
 class Optimizer:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autograd.optim.optimizer import Optimizer
+from autograd.optim.optimizer import Optimizer, check_setting
 
 
 class SGD(Optimizer):
@@ -12,9 +12,9 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False, maximize: bool = False) -> None:
-        if lr < 0 or momentum < 0 or weight_decay < 0:
-            raise ValueError(f"invalid SGD settings: lr={lr}, momentum={momentum}, "
-                             f"weight_decay={weight_decay}")
+        for name, value in (("lr", lr), ("momentum", momentum), ("dampening", dampening),
+                            ("weight_decay", weight_decay)):
+            check_setting("SGD", name, value)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum needs momentum > 0 and zero dampening")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
