@@ -32,8 +32,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # (skipped without one); and "cuda-sim", device "cuda" on the simulated CuPy of
 # tests/fake_cupy.py, which runs every CUDA code path but the kernels on NumPy, strictly.
 # `gpu_device` gives the two device legs alone, and `kernel_leg` the legs of the CUDA kernel
-# tests: "cuda", "cuda-sim" (the references) and "cuda-emulated" (the CUDA C sources run on
-# the CPU by tests/cuda_emulator.py).
+# tests: "cuda" and "cuda-emulated" (the CUDA C sources run on the CPU by
+# tests/cuda_emulator.py); the simulated CuPy has no fast paths, so no kernel leg.
 
 import cuda_emulator  # noqa: E402
 import pytest  # noqa: E402
@@ -75,9 +75,9 @@ def gpu_device(request):
         yield "cuda"
 
 
-@pytest.fixture(params=["cuda", "cuda-sim", "cuda-emulated"])
+@pytest.fixture(params=["cuda", "cuda-emulated"])
 def kernel_leg(request):
     """The leg's name, with device "cuda" set up for it: a real GPU (skipped without one),
-    the simulated CuPy (kernels: the references), the CUDA sources emulated on the CPU."""
+    or the CUDA sources emulated on the CPU."""
     with _enter(request.param):
         yield request.param

@@ -15,8 +15,8 @@ numpy.int32, `REAL` / `double` / `float` as numpy floats of that width.
 What it cannot tell: speed, memory coalescing, races between threads (they interleave only
 at barriers), warp-level behaviour (a source using shuffles or warp votes fails to compile
 here) and device-only math differences. `emulated_cuda()` is the simulated CuPy
-(tests/fake_cupy.py) plus this RawModule: under it autograd's kernel dispatchers take their
-"cuda" path.
+(tests/fake_cupy.py) plus this RawModule, with the kernel registry's CUDA fast paths enabled
+for the simulated arrays (without it they have none: the ops run their own math).
 """
 
 from __future__ import annotations
@@ -234,13 +234,15 @@ class EmulatedRawModule:
 def emulated_cuda():
     """The simulated CuPy with this RawModule: device "cuda" runs the CUDA kernels on the
     CPU. Yields the module."""
-    from autograd.kernels import cuda
+    from autograd.kernels import cuda, registry
 
     cuda._module.cache_clear()  # compiled modules are cached per source and REAL
     fake_cupy.RawModule = EmulatedRawModule
+    registry.DEVICE_TYPES[fake_cupy.__name__] = "cuda"  # its arrays take the CUDA fast paths
     try:
         with fake_cupy.simulated_cuda() as module:
             yield module
     finally:
+        del registry.DEVICE_TYPES[fake_cupy.__name__]
         del fake_cupy.RawModule
         cuda._module.cache_clear()

@@ -14,8 +14,9 @@ CuPy array, or more:
   `asnumpy`, `item`, `tolist`, `float()`, `bool()`...) and every host-to-device copy is
   counted in `transfers`.
 
-What it cannot check: the CUDA kernels themselves (it has no `RawModule`, so the kernel
-dispatchers run their array-module references, as with AUTOGRAD_REFERENCE_KERNELS=1),
+What it cannot check: the CUDA kernels themselves (the kernel registry has no fast path
+for its arrays, so the ops run their own math, as with AUTOGRAD_REFERENCE_KERNELS=1; the
+CUDA emulator of tests/cuda_emulator.py enables them),
 speed, and CuPy's own numerical differences. Those need a GPU (tests marked `cuda`).
 """
 

@@ -1,8 +1,8 @@
-"""The device legs of the im2col / col2im and group-norm kernel dispatchers, against their
-references computed on the CPU, on awkward geometries and layouts.
+"""The device legs of the im2col / col2im fast paths, against their references computed on
+the CPU, on awkward geometries and layouts (the group-norm kernels: tests/test_norm.py), and
+the CUDA emulator itself.
 
-Legs: "cuda" (a real GPU: the CUDA kernels of kernels/cuda/conv.cu and norm.cu; skipped
-without one), "cuda-sim" (the simulated CuPy: the references, on device arrays) and
+Legs: "cuda" (a real GPU: the CUDA kernels of kernels/cuda/conv.cu; skipped without one) and
 "cuda-emulated" (the same CUDA sources compiled for the CPU by tests/cuda_emulator.py, with
 the launchers' arguments checked against the kernels' C signatures; skipped without g++).
 """
@@ -14,9 +14,8 @@ import fake_cupy
 import numpy as np
 import pytest
 
-from autograd.backend import array_module, device_of, get_array_module, to_device
-from autograd.kernels import conv, norm
-from autograd.kernels.activation import silu_reference
+from autograd.backend import device_of, get_array_module, to_device
+from autograd.kernels import conv, registry
 from autograd.kernels.conv import Window
 
 
@@ -84,134 +83,13 @@ def test_col2im_matches_the_reference(kernel_leg, name, dtype):
     np.testing.assert_array_equal(host(batch)[1:1 + shape[0]], host(image))
 
 
-def test_conv_kernels_take_non_contiguous_inputs_and_reject_integers(kernel_leg):
+def test_conv_kernels_take_non_contiguous_inputs_but_not_integers(kernel_leg):
     shape, window = window_of(GEOMETRIES["3x3"])
     x = np.random.default_rng(2).standard_normal((*shape[:3], 2 * shape[3]))
     view = to_device(x, "cuda")[..., ::2]
     np.testing.assert_array_equal(host(conv.im2col(view, window)),
                                   conv.im2col_reference(x[..., ::2], window))
-    if kernel_leg != "cuda-sim":  # the references take any dtype
-        with pytest.raises(TypeError, match="float32 or float64"):
-            conv.im2col(to_device(np.ones(shape, np.int64), "cuda"), window)
-
-
-# ---- group norm ---------------------------------------------------------------------------
-
-# (N, C, M, groups)
-NORM_CASES = {
-    "groups of 2 channels": (2, 6, 5, 3),
-    "M = 1, 7 channels": (3, 7, 1, 1),
-    "groups of one channel": (2, 5, 9, 5),
-    "more channels per group than threads": (1, 300, 2, 1),
-    "more positions than threads": (2, 3, 700, 3),
-    "one value": (1, 1, 1, 1),
-}
-LAYOUTS = ["contiguous", "channels_last", "strided"]
-
-
-def norm_input(shape, layout: str, dtype, rng) -> tuple[np.ndarray, object]:
-    """A host (N, C, M) array and its device copy with the given memory layout."""
-    values = (rng.standard_normal(shape) * 2 + 0.5).astype(dtype)
-    if layout == "channels_last":
-        memory = to_device(np.ascontiguousarray(values.transpose(0, 2, 1)), "cuda")
-        return values, memory.transpose(0, 2, 1)
-    if layout == "strided":
-        memory = array_module("cuda").zeros((*shape[:2], 2 * shape[2]), dtype)
-        memory[..., ::2] = to_device(values, "cuda")
-        return values, memory[..., ::2]
-    return values, to_device(values, "cuda")
-
-
-def layout_of(array) -> str:
-    if array.flags.c_contiguous:
-        return "contiguous"
-    return "channels_last" if array.transpose(0, 2, 1).flags.c_contiguous else "strided"
-
-
-def expected_layout(layout: str, shape) -> str:
-    """The kernels' output layout for an input of `layout`: the same, or C-contiguous."""
-    n, c, m = shape
-    if layout == "channels_last" and min(c, m) > 1:
-        return "channels_last"
-    return "contiguous"
-
-
-@pytest.mark.parametrize("silu", [False, True])
-@pytest.mark.parametrize("layout", LAYOUTS)
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("name", sorted(NORM_CASES))
-def test_group_norm_forward_and_backward_match_the_references(kernel_leg, name, dtype, layout,
-                                                               silu):
-    n, c, m, groups = NORM_CASES[name]
-    rng = np.random.default_rng(3)
-    x, device_x = norm_input((n, c, m), layout, dtype, rng)
-    grad, device_grad = norm_input((n, c, m), "contiguous", dtype, rng)
-    weight, bias = (rng.standard_normal(c).astype(dtype) for _ in range(2))
-    device_weight, device_bias = to_device(weight, "cuda"), to_device(bias, "cuda")
-
-    y, mean, rstd = norm.group_norm_forward(device_x, device_weight, device_bias, groups,
-                                            1e-5, silu)
-    y_ref, mean_ref, rstd_ref = norm.group_norm_forward_reference(x, weight, bias, groups, 1e-5)
-    y_ref = silu_reference(y_ref) if silu else y_ref
-    assert y.dtype == mean.dtype == rstd.dtype == dtype
-    assert y.shape == (n, c, m) and mean.shape == rstd.shape == (n, groups)
-    for got, want in ((y, y_ref), (mean, mean_ref), (rstd, rstd_ref)):
-        np.testing.assert_allclose(host(got), want, **tolerance(dtype))
-
-    grads = norm.group_norm_backward(device_grad, device_x, mean, rstd, device_weight, groups,
-                                     device_bias, silu)
-    upstream = (norm._silu_gradient_reference(grad, x, mean_ref, rstd_ref, weight, bias, groups)
-                if silu else grad)
-    expected = norm.group_norm_backward_reference(upstream, x, mean_ref, rstd_ref, weight,
-                                                  groups)
-    for got, want, what in zip(grads, expected, ("dx", "dweight", "dbias")):
-        assert got.dtype == dtype and got.shape == want.shape, what
-        np.testing.assert_allclose(host(got), want, **tolerance(dtype), err_msg=what)
-    if kernel_leg != "cuda-sim":  # the kernels keep x's layout (the references return C order)
-        assert layout_of(y) == layout_of(grads[0]) == expected_layout(layout, (n, c, m))
-
-
-def test_group_norm_backward_is_deterministic_and_takes_a_gradient_of_another_layout(kernel_leg):
-    rng = np.random.default_rng(4)
-    x, device_x = norm_input((2, 8, 30), "channels_last", np.float32, rng)
-    grad, device_grad = norm_input((2, 8, 30), "strided", np.float32, rng)
-    weight = to_device(rng.standard_normal(8).astype(np.float32), "cuda")
-    _, mean, rstd = norm.group_norm_forward(device_x, weight, weight, 4, 1e-5)
-    first = [host(a) for a in norm.group_norm_backward(device_grad, device_x, mean, rstd,
-                                                       weight, 4)]
-    again = [host(a) for a in norm.group_norm_backward(device_grad, device_x, mean, rstd,
-                                                       weight, 4)]
-    for a, b in zip(first, again):
-        np.testing.assert_array_equal(a, b)
-    expected = norm.group_norm_backward_reference(grad, x, host(mean), host(rstd),
-                                                  host(weight), 4)
-    for got, want in zip(first, expected):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-
-
-def test_group_norm_kernels_check_their_arguments(kernel_leg):
-    x = to_device(np.ones((2, 4, 3)), "cuda")
-    weight = to_device(np.ones(4), "cuda")
-    _, mean, rstd = norm.group_norm_forward(x, weight, weight, 2, 1e-5)
-    with pytest.raises(ValueError, match="needs the bias"):
-        norm.group_norm_backward(x, x, mean, rstd, weight, 2, silu=True)
-    if kernel_leg != "cuda-sim":  # the references take any dtype
-        with pytest.raises(TypeError, match="float32 or float64"):
-            norm.group_norm_forward(to_device(np.ones((2, 4, 3), np.int64), "cuda"), weight,
-                                    weight, 2, 1e-5)
-
-
-@pytest.mark.parametrize("per_group", [1, 2, 3, 4, 7, 64, 100, 256, 300, 1000])
-@pytest.mark.parametrize("m", [1, 2, 3, 31, 33, 784, 5000])
-def test_backward_team_size_covers_a_group_in_one_pass_when_it_can(per_group, m):
-    """Threads per channel: a power of two dividing the block, all channels of the group at
-    once where the block has room, no more threads than positions (rounded up)."""
-    team = norm._team_size(per_group, m)
-    threads = norm.NORM_THREADS
-    assert team >= 1 and team & (team - 1) == 0 and threads % team == 0
-    assert team == 1 or team * per_group <= threads
-    assert team >= m or 2 * team * per_group > threads  # as wide as it may be
-    assert team < 2 * m  # no lane sure to idle
+    assert registry.lookup("im2col", to_device(np.ones(shape, np.int64), "cuda")) is None
 
 
 def test_conv_kernel_geometry_beyond_int_indices_is_refused():

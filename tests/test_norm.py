@@ -1,5 +1,6 @@
 """group_norm, layer_norm, batch_norm and their modules: values against the textbook
-formula, float64 gradient checks, running statistics, and errors for bad input."""
+formula, float64 gradient checks, running statistics, errors for bad input, and the fused
+kernels (numba, CUDA) registered beneath them against the ops' own math."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel_testing import assert_fast_path_matches_math, forward_backward, on
 from module_testing import check_module
 from op_testing import arrays, check_op
 
 import autograd
 from autograd import nn
+from autograd.backend import to_device
+from autograd.kernels import norm as norm_kernels
+from autograd.kernels import registry
 from autograd.nn import functional as F
 
 
@@ -264,3 +269,129 @@ def test_norm_modules_gradcheck(data):
         for p in layer.parameters():
             p.data = data.draw(arrays(p.shape)).copy()
         check_module(layer, x, directional=True)
+
+
+# ---- fast paths: the fused kernels against the ops' math ----------------------------------
+# numba on the CPU (both kernel families: (N, C, M) contiguous and channels-last, and the
+# fused SiLU), and the CUDA sources of kernels/cuda/norm.cu on device "cuda" (a real GPU, or
+# emulated on the CPU by tests/cuda_emulator.py).
+
+GROUP_NORM_OPS = {False: F.group_norm, True: F.group_norm_silu}
+LAYOUTS = ["contiguous", "channels_last", "strided"]
+
+
+def fast_path_name(silu: bool) -> str:
+    return "group_norm_silu" if silu else "group_norm"
+
+
+@st.composite
+def group_norm_case(draw, dtype):
+    """(x (N, C, M), weight, bias) of `dtype`, groups: centred or offset values, spread or
+    constant groups."""
+    groups, per_group = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    shape = (draw(st.integers(1, 3)), groups * per_group, draw(st.integers(1, 20)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    offset, spread = draw(st.sampled_from([(0.0, 1.0), (5.0, 0.1), (-2.0, 3.0), (1.0, 0.0)]))
+    x = (offset + spread * rng.standard_normal(shape)).astype(dtype)
+    weight, bias = (rng.standard_normal(shape[1]).astype(dtype) for _ in range(2))
+    return [x, weight, bias], groups
+
+
+def memory_layout(array) -> str:
+    if array.flags.c_contiguous:
+        return "contiguous"
+    return "channels_last" if array.transpose(0, 2, 1).flags.c_contiguous else "strided"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data(), silu=st.booleans(), layout=st.sampled_from(LAYOUTS))
+def test_group_norm_kernels_match_the_op_math(dtype, data, silu, layout):
+    arrays_in, groups = data.draw(group_norm_case(dtype))
+    assert registry.lookup(fast_path_name(silu), arrays_in[0]) is not None
+    # float32 rounding grows with rstd (x * rstd * w + shift cancels): up to 1 / sqrt(eps)
+    x = arrays_in[0].astype(np.float64)
+    rstd = 1 / np.sqrt(x.reshape(x.shape[0], groups, -1).var(axis=2).min() + 1e-5)
+    size = {np.float32: 2e-5, np.float64: 1e-11}[dtype] * (1 + rstd)
+    out, _ = assert_fast_path_matches_math(
+        lambda x, w, b: GROUP_NORM_OPS[silu](x, groups, w, b), arrays_in,
+        layouts=[layout, "contiguous", "contiguous"],
+        tolerance=dict(rtol=1e-4 if dtype == np.float32 else 1e-10, atol=size))
+    if layout == "channels_last" or silu:  # the channels-last family keeps that layout
+        assert out.transpose(0, 2, 1).flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_parallel_group_norm_drivers_on_big_inputs(dtype):
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((4, 32, 1024)) + 2).astype(dtype)
+    assert x.size >= norm_kernels.PARALLEL_MIN_ELEMENTS
+    weight, bias = (rng.standard_normal(32).astype(dtype) for _ in range(2))
+    assert_fast_path_matches_math(lambda t, w, b: F.group_norm(t, 8, w, b), [x, weight, bias],
+                                  tolerance=dict(rtol=1e-4, atol=1e-4))
+    out, mean, rstd = norm_kernels._forward_numba(x, weight, bias, 8, 1e-5, False)
+    serial = np.empty_like(out), np.empty_like(mean), np.empty_like(rstd)
+    norm_kernels._forward_serial(x, weight, bias, 8, 1e-5, *serial)
+    for a, b in zip(serial, (out, mean, rstd)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_group_norm_has_no_fast_path_for_other_dtypes():
+    x = np.random.default_rng(0).standard_normal((2, 4, 3)).astype(np.float16)
+    assert registry.lookup("group_norm", x) is None
+    out = F.group_norm(autograd.Tensor(x), 2)  # the op's math
+    assert out.dtype == np.float16
+    grouped = x.astype(np.float64).reshape(2, 2, -1)
+    np.testing.assert_allclose(out.numpy(), normalized(grouped, (2,)).reshape(x.shape),
+                               atol=2e-3)
+
+
+# (N, C, M, groups): sizes around the CUDA kernels' block of 256 threads
+NORM_CASES = {
+    "groups of 2 channels": (2, 6, 5, 3),
+    "M = 1, 7 channels": (3, 7, 1, 1),
+    "groups of one channel": (2, 5, 9, 5),
+    "more channels per group than threads": (1, 300, 2, 1),
+    "more positions than threads": (2, 3, 700, 3),
+    "one value": (1, 1, 1, 1),
+}
+
+
+@pytest.mark.parametrize("silu", [False, True])
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(NORM_CASES))
+def test_group_norm_cuda_kernels_match_the_op_math(kernel_leg, name, dtype, layout, silu):
+    n, c, m, groups = NORM_CASES[name]
+    rng = np.random.default_rng(3)
+    arrays_in = [(rng.standard_normal((n, c, m)) * 2 + 0.5).astype(dtype),
+                 *(rng.standard_normal(c).astype(dtype) for _ in range(2))]
+    assert registry.lookup(fast_path_name(silu), on("cuda", arrays_in[0], layout)) is not None
+    out, _ = assert_fast_path_matches_math(
+        lambda x, w, b: GROUP_NORM_OPS[silu](x, groups, w, b), arrays_in, device="cuda",
+        layouts=[layout, "contiguous", "contiguous"],
+        tolerance=dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else None)
+    # The kernels keep x's layout: channels-last stays channels-last, else C order.
+    expected = "channels_last" if layout == "channels_last" and min(c, m) > 1 else "contiguous"
+    assert memory_layout(out) == expected
+
+
+def test_group_norm_cuda_backward_is_deterministic(kernel_leg):
+    rng = np.random.default_rng(4)
+    x = on("cuda", rng.standard_normal((2, 8, 30)).astype(np.float32), "channels_last")
+    upstream = rng.standard_normal((2, 8, 30))
+    runs = [forward_backward(lambda t: F.group_norm(t, 4), [x], upstream)[1][0]
+            for _ in range(2)]
+    np.testing.assert_array_equal(*(to_device(g, "cpu") for g in runs))
+
+
+@pytest.mark.parametrize("per_group", [1, 2, 3, 4, 7, 64, 100, 256, 300, 1000])
+@pytest.mark.parametrize("m", [1, 2, 3, 31, 33, 784, 5000])
+def test_cuda_backward_team_size_covers_a_group_in_one_pass_when_it_can(per_group, m):
+    """Threads per channel: a power of two dividing the block, all channels of the group at
+    once where the block has room, no more threads than positions (rounded up)."""
+    team = norm_kernels._team_size(per_group, m)
+    threads = norm_kernels.NORM_THREADS
+    assert team >= 1 and team & (team - 1) == 0 and threads % team == 0
+    assert team == 1 or team * per_group <= threads
+    assert team >= m or 2 * team * per_group > threads  # as wide as it may be
+    assert team < 2 * m  # no lane sure to idle

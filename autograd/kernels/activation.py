@@ -1,6 +1,7 @@
 """Sigmoid and SiLU as compiled ufuncs: one pass over memory instead of NumPy's three or
 four temporaries (SiLU runs on every UNet activation); on the GPU, the element-wise kernels
-of `cuda/activation.cu`. Each has a reference written against the array module.
+of `cuda/activation.cu`. Both are registered as fast paths of the ops Sigmoid and SiLU
+(`autograd/ops/elementwise.py`, which hold the math).
 
 1 / (1 + exp(-x)) is accurate for every x: for very negative x, exp(-x) overflows to inf
 and the result is 0 (SiLU gives -0.0), which is the limit; nothing is NaN.
@@ -17,8 +18,8 @@ import math
 import numba
 import numpy as np
 
-from autograd.backend import get_array_module
-from autograd.kernels import elementwise
+from autograd.kernels.cuda import launch_elementwise
+from autograd.kernels.registry import register
 
 _UNARY = ["float32(float32)", "float64(float64)"]
 _BINARY = ["float32(float32, float32)", "float64(float64, float64)"]
@@ -84,35 +85,24 @@ def sigmoid_into(y, out, times_y=False):
             out[i] = s * y[i] if times_y else s
 
 
-def sigmoid_reference(x):
-    with np.errstate(over="ignore"):
-        return 1 / (1 + get_array_module(x).exp(-x))
+# ---- fast paths -----------------------------------------------------------------------------
 
 
-def silu_reference(x):
-    return x * sigmoid_reference(x)
+def _numba(ufunc):
+    def run(*arrays):
+        with np.errstate(over="ignore"):  # exp(-x) = inf: the limit the activations want
+            return ufunc(*arrays)
+    return run
 
 
-def silu_backward_reference(x, grad):
-    s = sigmoid_reference(x)
-    return grad * s * (1 + x * (1 - s))
+def _cuda(name: str):
+    def run(*arrays):
+        return launch_elementwise("activation.cu", name, *arrays)
+    return run
 
 
-# ---- dispatch ------------------------------------------------------------------------------
-
-
-def sigmoid(x):
-    """1 / (1 + exp(-x)) elementwise, in x's dtype and memory layout."""
-    return elementwise(_sigmoid_kernel, ("activation.cu", "sigmoid_forward"), sigmoid_reference,
-                       x)
-
-
-def silu(x):
-    """x * sigmoid(x)."""
-    return elementwise(_silu_kernel, ("activation.cu", "silu_forward"), silu_reference, x)
-
-
-def silu_backward(x, grad):
-    """grad * d silu(x) / dx, for x and grad of one dtype (broadcasting)."""
-    return elementwise(_silu_backward_kernel, ("activation.cu", "silu_backward"),
-                       silu_backward_reference, x, grad)
+for _op, _kernel, _name in (("sigmoid", _sigmoid_kernel, "sigmoid_forward"),
+                            ("silu", _silu_kernel, "silu_forward"),
+                            ("silu_backward", _silu_backward_kernel, "silu_backward")):
+    register(_op, "cpu")(_numba(_kernel))
+    register(_op, "cuda")(_cuda(_name))

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from autograd.backend import get_array_module
-from autograd.kernels import kernel_backend
+from autograd.kernels import registry
 
 
 class AdamSettings(NamedTuple):
@@ -90,8 +90,9 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, settings: AdamSe
               ) -> None:
     """One Adam step on a parameter's arrays, in place (max_exp_avg_sq: None unless
     amsgrad). CPU: the reference (NumPy); GPU: the fused kernel where the arrays fit it."""
-    if kernel_backend(param) == "cuda" and _fits_kernel(param, grad, exp_avg, exp_avg_sq,
-                                                        max_exp_avg_sq):
-        _adam_step_cuda(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, settings)
-    else:
-        adam_step_reference(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, settings)
+    fast = registry.lookup("adam_step", param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq)
+    step = adam_step_reference if fast is None else fast
+    step(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, settings)
+
+
+registry.register("adam_step", "cuda", supports=_fits_kernel)(_adam_step_cuda)

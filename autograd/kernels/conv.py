@@ -20,7 +20,8 @@ import numba
 import numpy as np
 
 from autograd.backend import get_array_module
-from autograd.kernels import cuda, kernel_backend
+from autograd.kernels import cuda, registry
+from autograd.kernels.registry import register
 
 # OpenBLAS threads spin for a while after each matrix product; a numba parallel region
 # started then fights them for the 2 cores (measured: 8 ms stalls). Compiled kernels
@@ -184,28 +185,38 @@ def _col2im_cuda(cols, input_shape: tuple[int, ...], window: Window, out):
     return out if out is not None else image
 
 
-# ---- dispatch -----------------------------------------------------------------------------
+# ---- fast paths (float32 / float64, any layout: made contiguous) ----------------------------
 
 
-def _kernel_operand(array: np.ndarray) -> np.ndarray:
-    if array.dtype not in (np.float32, np.float64):
-        raise TypeError(f"conv kernels take float32 or float64 arrays, got {array.dtype}")
-    return get_array_module(array).ascontiguousarray(array)
+@register("im2col", "cpu")
+def _im2col_numba(x, window: Window, pad_value: float):
+    x = np.ascontiguousarray(x)
+    n, c = x.shape[0], x.shape[3]
+    (kh, kw), (ho, wo) = window.kernel, window.output
+    cols = np.empty((n * ho * wo, kh * kw * c), x.dtype)
+    _im2col_kernel(x, *window.scalars(), pad_value, cols)
+    return cols
+
+
+@register("col2im", "cpu")
+def _col2im_numba(cols, input_shape: tuple[int, ...], window: Window, out):
+    out = np.empty(input_shape, cols.dtype) if out is None else out
+    _col2im_kernel(np.ascontiguousarray(cols), *window.scalars(), out)
+    return out
+
+
+register("im2col", "cuda")(lambda x, window, pad_value: _im2col_cuda(
+    get_array_module(x).ascontiguousarray(x), window, pad_value))
+register("col2im", "cuda")(lambda cols, input_shape, window, out: _col2im_cuda(
+    get_array_module(cols).ascontiguousarray(cols), input_shape, window, out))
 
 
 def im2col(x: np.ndarray, window: Window, pad_value: float = 0.0) -> np.ndarray:
     """x (N, H, W, C) -> cols (N * ho * wo, kh * kw * C): row (n, y, x) holds what kernel
     taps (i, j) read for output pixel (y, x), `pad_value` outside x."""
-    backend = kernel_backend(x)
-    if backend == "numba":
-        x = _kernel_operand(x)
-        n, c = x.shape[0], x.shape[3]
-        (kh, kw), (ho, wo) = window.kernel, window.output
-        cols = np.empty((n * ho * wo, kh * kw * c), x.dtype)
-        _im2col_kernel(x, *window.scalars(), pad_value, cols)
-        return cols
-    if backend == "cuda":
-        return _im2col_cuda(_kernel_operand(x), window, pad_value)
+    fast = registry.lookup("im2col", x)
+    if fast is not None:
+        return fast(x, window, pad_value)
     return im2col_reference(x, window, pad_value)
 
 
@@ -213,14 +224,9 @@ def col2im(cols: np.ndarray, input_shape: tuple[int, ...], window: Window,
            out: np.ndarray | None = None) -> np.ndarray:
     """The adjoint of im2col: cols (N * ho * wo, kh * kw * C) -> (N, H, W, C), written into
     `out` (C-contiguous, cols' dtype, on cols' device) when given."""
-    backend = kernel_backend(cols)
-    if backend == "numba":
-        cols = _kernel_operand(cols)
-        out = np.empty(input_shape, cols.dtype) if out is None else out
-        _col2im_kernel(cols, *window.scalars(), out)
-        return out
-    if backend == "cuda":
-        return _col2im_cuda(_kernel_operand(cols), input_shape, window, out)
+    fast = registry.lookup("col2im", cols)
+    if fast is not None:
+        return fast(cols, input_shape, window, out)
     image = col2im_reference(cols, input_shape, window)
     if out is None:
         return image

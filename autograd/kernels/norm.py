@@ -1,5 +1,6 @@
-"""Fused group normalisation, forward and backward: numba on the CPU, CUDA C on the GPU
-(`kernels/cuda/norm.cu`), each beside a reference written once against the array module.
+"""Fused group normalisation (and GroupNorm + SiLU), forward and backward: numba on the CPU,
+CUDA C on the GPU (`kernels/cuda/norm.cu`), the registered fast paths of the norm ops of
+`autograd/ops/norm.py`, which hold the math (and are what these kernels are tested against).
 
 Layout: x is (N, C, M) contiguous, C split into G groups of C // G channels; each (n, g)
 group of (C // G) * M values is normalised with its own mean and biased variance, then
@@ -28,51 +29,9 @@ import numba
 import numpy as np
 
 from autograd.backend import get_array_module
-from autograd.kernels import cuda, kernel_backend
-from autograd.kernels.activation import sigmoid_into, silu_backward_reference, silu_reference
-
-# ---- references (NumPy or CuPy) ------------------------------------------------------------
-
-
-def group_norm_forward_reference(x: np.ndarray, weight: np.ndarray, bias: np.ndarray,
-                                 num_groups: int, eps: float):
-    """x: (N, C, M), weight/bias: (C,) -> (y (N, C, M), mean (N, G), rstd (N, G))."""
-    xp = get_array_module(x)
-    n, c, m = x.shape
-    grouped = x.reshape(n, num_groups, (c // num_groups) * m).astype(np.float64)
-    mean = grouped.mean(axis=2)
-    rstd = 1.0 / xp.sqrt(grouped.var(axis=2) + eps)
-    xhat = ((grouped - mean[:, :, None]) * rstd[:, :, None]).reshape(n, c, m)
-    y = xhat * weight[None, :, None] + bias[None, :, None]
-    return y.astype(x.dtype), mean.astype(x.dtype), rstd.astype(x.dtype)
-
-
-def group_norm_backward_reference(grad: np.ndarray, x: np.ndarray, mean: np.ndarray,
-                                  rstd: np.ndarray, weight: np.ndarray, num_groups: int):
-    """Gradients (dx (N, C, M), dweight (C,), dbias (C,)) of y = xhat * w + b, with
-    dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) over each group."""
-    n, c, m = x.shape
-    size = (c // num_groups) * m
-    g64 = grad.astype(np.float64)
-    xhat = ((x.reshape(n, num_groups, size) - mean[:, :, None].astype(np.float64))
-            * rstd[:, :, None]).reshape(n, c, m)
-    dxhat = (g64 * weight[None, :, None]).reshape(n, num_groups, size)
-    flat_xhat = xhat.reshape(n, num_groups, size)
-    dx = rstd[:, :, None] * (dxhat - dxhat.mean(axis=2, keepdims=True)
-                             - flat_xhat * (dxhat * flat_xhat).mean(axis=2, keepdims=True))
-    dweight = (g64 * xhat).sum(axis=(0, 2))
-    dbias = g64.sum(axis=(0, 2))
-    return dx.reshape(n, c, m).astype(x.dtype), dweight.astype(x.dtype), dbias.astype(x.dtype)
-
-
-def _silu_gradient_reference(grad, x, mean, rstd, weight, bias, num_groups):
-    """The gradient at the norm's output when SiLU follows it: grad * silu'(y)."""
-    n, c, m = x.shape
-    grouped = x.reshape(n, num_groups, -1).astype(np.float64)
-    xhat = ((grouped - mean[:, :, None]) * rstd[:, :, None]).reshape(n, c, m)
-    y = xhat * weight[None, :, None] + bias[None, :, None]
-    return silu_backward_reference(y, grad.astype(np.float64)).astype(x.dtype)
-
+from autograd.kernels import cuda
+from autograd.kernels.activation import sigmoid_into
+from autograd.kernels.registry import floating, register
 
 # ---- compiled kernels ----------------------------------------------------------------------
 
@@ -280,14 +239,12 @@ def _backward_channels_last(grad, x, mean, rstd, weight, bias, silu, grad_x, sum
                          n)
 
 
-# ---- dispatch ------------------------------------------------------------------------------
+# ---- numba drivers --------------------------------------------------------------------------
 
 
-def _layout(x: np.ndarray, name: str) -> str:
+def _layout(x: np.ndarray) -> str:
     """'channels_last' for (N, M, C) memory (convolutions leave it; read in place: a
     transposing copy costs several times the kernel), 'contiguous' for C-contiguous."""
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"norm kernel: {name} must be float32 or float64, got {x.dtype}")
     if x.flags.c_contiguous:
         return "contiguous"
     if x.transpose(0, 2, 1).flags.c_contiguous:
@@ -300,38 +257,8 @@ def _as_channels_last(x: np.ndarray) -> np.ndarray:
     return get_array_module(x).ascontiguousarray(x.transpose(0, 2, 1))
 
 
-def group_norm_forward(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, num_groups: int,
-                       eps: float, silu: bool = False):
-    """x: (N, C, M), weight/bias: (C,) in x's dtype -> (y, mean (N, G), rstd (N, G)); with
-    `silu`, y is silu(group_norm(x)). Channels-last input gives channels-last y."""
-    backend = kernel_backend(x)
-    if backend == "numba":
-        return _forward_numba(x, weight, bias, num_groups, eps, silu)
-    if backend == "cuda":
-        return _forward_cuda(x, weight, bias, num_groups, eps, silu)
-    y, mean, rstd = group_norm_forward_reference(x, weight, bias, num_groups, eps)
-    return (silu_reference(y) if silu else y), mean, rstd
-
-
-def group_norm_backward(grad: np.ndarray, x: np.ndarray, mean: np.ndarray, rstd: np.ndarray,
-                        weight: np.ndarray, num_groups: int, bias: np.ndarray | None = None,
-                        silu: bool = False):
-    """(dx (N, C, M), dweight (C,), dbias (C,)) for upstream `grad` (N, C, M); with `silu`
-    (and `bias`), of silu(group_norm(x)). dx has x's layout."""
-    if silu and bias is None:
-        raise ValueError("group_norm_backward with silu needs the bias to recompute y")
-    backend = kernel_backend(x)
-    if backend == "numba":
-        return _backward_numba(grad, x, mean, rstd, weight, num_groups, bias, silu)
-    if backend == "cuda":
-        return _backward_cuda(grad, x, mean, rstd, weight, num_groups, bias, silu)
-    if silu:
-        grad = _silu_gradient_reference(grad, x, mean, rstd, weight, bias, num_groups)
-    return group_norm_backward_reference(grad, x, mean, rstd, weight, num_groups)
-
-
 def _forward_numba(x, weight, bias, num_groups, eps, silu):
-    layout = _layout(x, "x")
+    layout = _layout(x)
     weight, bias = (np.ascontiguousarray(a, dtype=x.dtype) for a in (weight, bias))
     mean = np.empty((x.shape[0], num_groups), x.dtype)
     rstd = np.empty_like(mean)
@@ -349,8 +276,7 @@ def _forward_numba(x, weight, bias, num_groups, eps, silu):
 
 
 def _backward_numba(grad, x, mean, rstd, weight, num_groups, bias, silu):
-    layout = _layout(x, "x")
-    _layout(grad, "grad")
+    layout = _layout(x)
     grad = grad.astype(x.dtype, copy=False)
     weight = np.ascontiguousarray(weight, dtype=x.dtype)
     if silu or layout == "channels_last":
@@ -418,7 +344,7 @@ def _team_size(per_group: int, m: int, threads: int = NORM_THREADS) -> int:
 
 def _forward_cuda(x, weight, bias, num_groups, eps, silu):
     xp = get_array_module(x)
-    last = _layout(x, "x") == "channels_last"
+    last = _layout(x) == "channels_last"
     x_memory = _memory(x, last)
     weight, bias = (xp.ascontiguousarray(a, dtype=x.dtype) for a in (weight, bias))
     y_memory = xp.empty_like(x_memory)
@@ -434,8 +360,7 @@ def _forward_cuda(x, weight, bias, num_groups, eps, silu):
 
 def _backward_cuda(grad, x, mean, rstd, weight, num_groups, bias, silu):
     xp = get_array_module(x)
-    last = _layout(x, "x") == "channels_last"
-    _layout(grad, "grad")
+    last = _layout(x) == "channels_last"
     x_memory = _memory(x, last)
     grad_memory = _memory(grad.astype(x.dtype, copy=False), last)
     mean, rstd, weight = (xp.ascontiguousarray(a, dtype=x.dtype) for a in (mean, rstd, weight))
@@ -452,3 +377,27 @@ def _backward_cuda(grad, x, mean, rstd, weight, num_groups, bias, silu):
                 np.int32(silu), np.int32(team)))
     return (_view(dx_memory, last), sum_dy_xhat.sum(axis=0).astype(x.dtype),
             sum_dy.sum(axis=0).astype(x.dtype))
+
+
+# ---- registration --------------------------------------------------------------------------
+# Forward: (x (N, C, M), weight (C,), bias (C,), num_groups, eps) -> (y, mean (N, G), rstd);
+# backward: (grad, x, mean, rstd, weight, bias, num_groups) -> (dx, dweight, dbias). Float32
+# or float64 x of any layout (channels-last is read in place, others made contiguous).
+
+
+def _fused(forward, backward, silu: bool):
+    def run_forward(x, weight, bias, num_groups, eps):
+        return forward(x, weight, bias, num_groups, eps, silu)
+
+    def run_backward(grad, x, mean, rstd, weight, bias, num_groups):
+        return backward(grad, x, mean, rstd, weight, num_groups, bias, silu)
+
+    return run_forward, run_backward
+
+
+for _device, _forward, _backward in (("cpu", _forward_numba, _backward_numba),
+                                     ("cuda", _forward_cuda, _backward_cuda)):
+    for _op, _silu in (("group_norm", False), ("group_norm_silu", True)):
+        _run_forward, _run_backward = _fused(_forward, _backward, _silu)
+        register(_op, _device, supports=floating)(_run_forward)
+        register(_op + "_backward", _device, supports=floating)(_run_backward)

@@ -1,10 +1,11 @@
 """Fused softmax over the last axis, forward and backward: numba kernels on the CPU, CUDA
-kernels (`cuda/softmax.cu`) on the GPU, beside references written against the array module.
+kernels (`cuda/softmax.cu`) on the GPU, the registered fast paths of the softmax math in
+`autograd/ops/reduction.py` (used by Softmax and by attention).
 
-The kernels take 2-D (rows, L) contiguous float32/float64 arrays (the dispatchers
+The kernels take 2-D (rows, L) contiguous float32/float64 arrays (the fast paths
 reshape). A row whose entries are all -inf (an attention query that may attend to nothing)
-gets all-zero probabilities and a zero gradient with `zero_empty_rows=True` (attention), and
-NaN as in PyTorch's softmax otherwise.
+gets `empty_row_value` everywhere: 0 for attention (and a zero gradient), NaN as in PyTorch's
+softmax otherwise.
 
     y = exp(x - max x) / sum exp(x - max x);  dx = y * (g - sum(g * y))
 """
@@ -16,25 +17,7 @@ import numpy as np
 
 from autograd.backend import get_array_module
 from autograd.kernels import cuda as cuda_kernels
-from autograd.kernels import kernel_backend
-
-# ---- references (NumPy or CuPy) ------------------------------------------------------------
-
-
-def softmax_forward_reference(x, zero_empty_rows: bool = True):
-    """Softmax over the last axis; all -inf rows give zeros (or NaN)."""
-    xp = get_array_module(x)
-    peak = xp.max(x, axis=-1, keepdims=True)
-    empty = xp.isneginf(peak)
-    shifted = xp.exp(x - xp.where(empty, 0, peak))
-    probs = shifted / xp.where(empty, 1, xp.sum(shifted, axis=-1, keepdims=True))
-    return xp.where(empty, 0 if zero_empty_rows else np.nan, probs).astype(x.dtype, copy=False)
-
-
-def softmax_backward_reference(grad, y):
-    """dx = y * (g - sum(g y)) over the last axis."""
-    return y * (grad - (grad * y).sum(axis=-1, keepdims=True))
-
+from autograd.kernels.registry import floating, register
 
 # ---- compiled kernels ----------------------------------------------------------------------
 # Each kernel handles one row; a serial and a parallel (prange) driver loop over the rows,
@@ -111,13 +94,13 @@ def _row_launch(rows: int, length: int) -> tuple[tuple[int], tuple[int]]:
     return (min(rows, MAX_BLOCKS),), (threads,)
 
 
-def _softmax_forward_cuda(rows, zero_empty_rows: bool):
+def _softmax_forward_cuda(rows, empty_row_value: float):
     out = get_array_module(rows).empty_like(rows)
     real = rows.dtype.type
     kernel = cuda_kernels.kernel("softmax.cu", "softmax_forward", rows.dtype)
     kernel(*_row_launch(*rows.shape), (rows, out, np.int64(rows.shape[0]),
                                        np.int64(rows.shape[1]),
-                                       real(0.0 if zero_empty_rows else np.nan)))
+                                       real(empty_row_value)))
     return out
 
 
@@ -129,44 +112,45 @@ def _softmax_backward_cuda(rows_grad, rows_y):
     return grad_x
 
 
-# ---- dispatch ------------------------------------------------------------------------------
+# ---- registration --------------------------------------------------------------------------
+# forward (x, empty_row_value) -> y and backward (grad, y) -> dx, over the last axis of a
+# C-contiguous float32/float64 array (other axes and layouts: the op's own math).
 
 
-def _as_rows(x):
-    if x.dtype not in (np.float32, np.float64):
-        raise TypeError(f"softmax kernel needs float32 or float64, got {x.dtype}")
-    xp = get_array_module(x)
-    return xp.ascontiguousarray(x).reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+def _supports(x, dim: int = -1) -> bool:
+    return (floating(x) and x.ndim >= 1 and dim in (-1, x.ndim - 1) and x.size > 0
+            and x.flags.c_contiguous)
 
 
-def softmax_forward(x, zero_empty_rows: bool = True):
-    """Softmax over the last axis of x (any shape); rows of -inf give zeros, else NaN."""
-    if x.size == 0:
-        return get_array_module(x).empty_like(x)
-    backend = kernel_backend(x)
-    if backend == "numba":
-        rows = _as_rows(x)
-        out = np.empty_like(rows)
-        kernel = _forward_parallel if rows.size >= PARALLEL_MIN_ELEMENTS else _forward_serial
-        kernel(rows, out, 0.0 if zero_empty_rows else np.nan)
-        return out.reshape(x.shape)
-    if backend == "cuda":
-        return _softmax_forward_cuda(_as_rows(x), zero_empty_rows).reshape(x.shape)
-    return softmax_forward_reference(x, zero_empty_rows)
+def _rows(x):
+    return x.reshape(-1, x.shape[-1])
 
 
-def softmax_backward(grad, y):
-    """Gradient of softmax over the last axis, given its output y and the upstream grad."""
-    if y.size == 0:
-        return get_array_module(y).empty_like(y)
-    backend = kernel_backend(y)
-    if backend == "reference":
-        return softmax_backward_reference(grad, y)
-    rows_y = _as_rows(y)
-    rows_grad = _as_rows(grad.astype(y.dtype, copy=False))
-    if backend == "cuda":
-        return _softmax_backward_cuda(rows_grad, rows_y).reshape(y.shape)
+@register("softmax", "cpu", supports=_supports)
+def _softmax_numba(x, empty_row_value: float):
+    rows = _rows(x)
+    out = np.empty_like(rows)
+    kernel = _forward_parallel if rows.size >= PARALLEL_MIN_ELEMENTS else _forward_serial
+    kernel(rows, out, float(empty_row_value))
+    return out.reshape(x.shape)
+
+
+@register("softmax_backward", "cpu", supports=_supports)
+def _softmax_backward_numba(grad, y):
+    rows_y, rows_grad = _rows(y), _rows(np.ascontiguousarray(grad, dtype=y.dtype))
     grad_x = np.empty_like(rows_y)
     kernel = _backward_parallel if rows_y.size >= PARALLEL_MIN_ELEMENTS else _backward_serial
     kernel(rows_grad, rows_y, grad_x)
     return grad_x.reshape(y.shape)
+
+
+@register("softmax", "cuda", supports=_supports)
+def _softmax_cuda(x, empty_row_value: float):
+    return _softmax_forward_cuda(_rows(x), empty_row_value).reshape(x.shape)
+
+
+@register("softmax_backward", "cuda", supports=_supports)
+def _softmax_backward_cuda_path(grad, y):
+    xp = get_array_module(y)
+    rows_grad = _rows(xp.ascontiguousarray(grad.astype(y.dtype, copy=False)))
+    return _softmax_backward_cuda(rows_grad, _rows(y)).reshape(y.shape)

@@ -16,8 +16,8 @@ import numpy as np
 
 from autograd.backend import get_array_module, is_floating, to_device
 from autograd.function import Function
-from autograd.kernels.softmax import softmax_backward, softmax_forward
 from autograd.ops.elementwise import as_tensors
+from autograd.ops.reduction import softmax_backward, softmax_forward
 from autograd.random import dropout_keep_mask
 from autograd.tensor import Tensor
 
@@ -41,12 +41,14 @@ class ScaledDotProductAttention(Function):
         if self.allowed is not None:
             xp = get_array_module(scores)
             scores = xp.where(self.allowed, scores, scores.dtype.type(-np.inf))
-        probs = softmax_forward(scores)
+        probs = softmax_forward(scores, empty_row_value=0.0)  # an empty row attends to none
         weights = probs if self.keep is None else probs * self.keep
         self.save_for_backward(q, k, v, probs)
         return weights @ v
 
-    def backward(self, grad):  # P = softmax(q k^T s + m), out = P v
+    def backward(self, grad):
+        # S = q k^T s + m, P = softmax(S), out = (P * keep) v:  dv = (P keep)^T g,
+        # dP = (g v^T) keep, dS = softmax'(dP) (also dm), dq = dS k s, dk = dS^T q s
         q, k, v, probs = self.saved
         weights = probs if self.keep is None else probs * self.keep
         grad_v = _swap(weights) @ grad if self.needs_input_grad[2] else None

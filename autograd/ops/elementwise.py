@@ -1,5 +1,6 @@
 """Elementwise ops. Each backward returns the gradient at the broadcast shape; the engine sums
-it back to each input's shape (see `function.sum_to_shape`)."""
+it back to each input's shape (see `function.sum_to_shape`). Sigmoid, SiLU, erf and erfc
+have compiled fast paths (`autograd.kernels.registry`); the math here is what they compute."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import math
 
 import numpy as np
 
-from autograd.backend import device_of, get_array_module, is_floating, to_device
+from autograd.backend import CPU, device_of, get_array_module, is_floating, to_device
 from autograd.function import Function, check_same_device
-from autograd.kernels import activation, special
+from autograd.kernels import registry
 from autograd.tensor import Tensor, as_array, float32
 
 # ---- operands -----------------------------------------------------------------------------
@@ -248,10 +249,41 @@ class Clamp(Function):
 _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 
+_erf_host = np.vectorize(math.erf, otypes=[np.float64])
+_erfc_host = np.vectorize(math.erfc, otypes=[np.float64])
+
+
+def _on_host(function, a):
+    """function(a) in a's dtype, computed on the host and moved back to a's device: NumPy
+    and CuPy have no erf, so the math is Python's math.erf per element."""
+    return to_device(function(to_device(a, CPU)).astype(a.dtype, copy=False), device_of(a))
+
+
+def erf_array(a):
+    """erf of an array, elementwise, in its dtype."""
+    fast = registry.lookup("erf", a)
+    return fast(a) if fast is not None else _on_host(_erf_host, a)
+
+
+def erfc_array(a):
+    """erfc = 1 - erf of an array, elementwise, accurate where erf is near 1."""
+    fast = registry.lookup("erfc", a)
+    return fast(a) if fast is not None else _on_host(_erfc_host, a)
+
+
+def sigmoid_array(a):
+    """1 / (1 + exp(-a)), elementwise: exp(-a) = inf gives 0, the limit (never NaN)."""
+    fast = registry.lookup("sigmoid", a)
+    if fast is not None:
+        return fast(a)
+    with np.errstate(over="ignore"):
+        return 1 / (1 + get_array_module(a).exp(-a))
+
+
 class Erf(Function):
     def forward(self, a):
         self.save_for_backward(a)
-        return special.erf(a)
+        return erf_array(a)
 
     def backward(self, grad):  # d erf(a) = 2 / sqrt(pi) exp(-a^2) da
         (a,) = self.saved
@@ -261,7 +293,7 @@ class Erf(Function):
 class Erfc(Function):
     def forward(self, a):
         self.save_for_backward(a)
-        return special.erfc(a)
+        return erfc_array(a)
 
     def backward(self, grad):  # d erfc(a) = -2 / sqrt(pi) exp(-a^2) da
         (a,) = self.saved
@@ -334,7 +366,7 @@ class Tanh(Function):
 
 class Sigmoid(Function):
     def forward(self, a):
-        out = activation.sigmoid(a)
+        out = sigmoid_array(a)
         self.save_for_backward(out)
         return out
 
@@ -358,11 +390,17 @@ class ReLU(Function):
 class SiLU(Function):
     def forward(self, a):
         self.save_for_backward(a)
-        return activation.silu(a)  # a s(a)
+        fast = registry.lookup("silu", a)
+        return fast(a) if fast is not None else a * sigmoid_array(a)  # a s(a)
 
     def backward(self, grad):  # d (a s(a)) = s (1 + a (1 - s)) da
         (a,) = self.saved
-        return activation.silu_backward(a, grad.astype(a.dtype, copy=False))
+        grad = grad.astype(a.dtype, copy=False)
+        fast = registry.lookup("silu_backward", a, grad)
+        if fast is not None:
+            return fast(a, grad)
+        s = sigmoid_array(a)
+        return grad * s * (1 + a * (1 - s))
 
 
 _SQRT_2 = math.sqrt(2.0)
@@ -380,7 +418,7 @@ class GELU(Function):
         self.save_for_backward(a)
         if self.approximate == "tanh":  # 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3)))
             return 0.5 * a * (1 + get_array_module(a).tanh(_SQRT_2_OVER_PI * (a + 0.044715 * a**3)))
-        return 0.5 * a * (1 + special.erf(a / _SQRT_2))  # a Phi(a)
+        return 0.5 * a * (1 + erf_array(a / _SQRT_2))  # a Phi(a)
 
     def backward(self, grad):
         (a,) = self.saved
@@ -390,7 +428,7 @@ class GELU(Function):
             t = xp.tanh(inner)
             d_inner = _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * a * a)
             return grad * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * d_inner)
-        cdf = 0.5 * (1 + special.erf(a / _SQRT_2))
+        cdf = 0.5 * (1 + erf_array(a / _SQRT_2))
         pdf = _INV_SQRT_2PI * xp.exp(-0.5 * a * a)
         return grad * (cdf + a * pdf)  # d (a Phi(a)) = (Phi(a) + a phi(a)) da
 

@@ -1,15 +1,16 @@
 """Normalisation ops: group_norm, layer_norm and batch_norm, with PyTorch's semantics.
 
 All three normalise groups of values by their mean and biased variance, then scale and
-shift per channel; they differ only in which values form a group. Each maps its input onto
-the (N, C, M) layout of the fused group-norm kernel (`autograd.kernels.norm`):
+shift per channel (`_GroupedNorm` holds the math, forward and backward); they differ only in
+which values form a group. Each maps its input onto one (N, C, M) layout, that of the fused
+group-norm kernels registered beneath them (`autograd.kernels.norm`):
 
     group_norm  (N, C, *)          -> (N, C, M),        G groups of C // G channels
     layer_norm  (*, *normalized)   -> (rows, D, 1),     1 group per row, D affine features
     batch_norm  (N, C, *), train   -> (1, C, N * M),    C groups of one channel
 
 Variance 0 (a constant group) gives xhat = 0 * rsqrt(eps) = 0 and a finite gradient.
-The same code runs on every device (the kernel dispatcher picks numba, CUDA or the reference).
+The same code runs on every device (numba or CUDA fast paths where registered, else the math).
 """
 
 from __future__ import annotations
@@ -20,16 +21,38 @@ import numpy as np
 
 from autograd.backend import device_of, get_array_module, is_floating
 from autograd.function import Function
-from autograd.kernels.norm import group_norm_backward, group_norm_forward
-from autograd.ops.elementwise import as_tensors
+from autograd.kernels import registry
+from autograd.ops.elementwise import as_tensors, sigmoid_array
 from autograd.tensor import Tensor
 
 
-class _GroupedNorm(Function):
-    """Normalise the kernel layout's groups; subclasses say how x maps onto that layout."""
+def _statistics(x, num_groups: int, eps: float):
+    """x (N, C, M) -> mean and rstd = 1 / sqrt(biased var + eps) of each (n, g) group of
+    C // G channels, (N, G) in float64."""
+    groups = x.reshape(x.shape[0], num_groups, -1).astype(np.float64)
+    return groups.mean(axis=2), 1.0 / get_array_module(x).sqrt(groups.var(axis=2) + eps)
 
-    def __init__(self, num_groups: int, eps: float, silu: bool = False) -> None:
-        self.num_groups, self.eps, self.silu = num_groups, eps, silu
+
+def _normalized(x, mean, rstd):
+    """xhat = (x - mean) * rstd, each value with its group's statistics: (N, C, M) float64."""
+    n, c, m = x.shape
+    groups = x.reshape(n, mean.shape[1], -1).astype(np.float64)
+    return ((groups - mean[:, :, None]) * rstd[:, :, None]).reshape(n, c, m)
+
+
+class _GroupedNorm(Function):
+    """Normalise groups of the (N, C, M) layout, then scale and shift per channel:
+
+        xhat = (x - mean) * rstd,  rstd = 1 / sqrt(var + eps),  y = xhat * weight + bias
+
+    Subclasses say how x maps onto that layout. The statistics are float64 whatever x's
+    dtype; the fast path (`fast_path`, `fast_path + "_backward"` in the kernel registry)
+    computes the same in one fused pass over x."""
+
+    fast_path = "group_norm"
+
+    def __init__(self, num_groups: int, eps: float) -> None:
+        self.num_groups, self.eps = num_groups, eps
 
     def to_layout(self, a: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -38,22 +61,48 @@ class _GroupedNorm(Function):
         raise NotImplementedError
 
     def forward(self, x, weight, bias):
-        out, mean, rstd = group_norm_forward(
-            self.to_layout(x), weight.reshape(-1), bias.reshape(-1), self.num_groups, self.eps,
-            self.silu)
+        x3, w, b = self.to_layout(x), weight.reshape(-1), bias.reshape(-1)
+        fast = registry.lookup(self.fast_path, x3)
+        if fast is not None:
+            y, mean, rstd = fast(x3, w, b, self.num_groups, self.eps)
+        else:
+            y, mean, rstd = self.math_forward(x3, w, b)
         self.save_for_backward(x, weight, bias, mean, rstd)
-        return self.from_layout(out, x.shape)
+        return self.from_layout(y, x.shape)
 
-    def backward(self, grad):  # dx = rstd (dxhat - mean(dxhat) - xhat mean(dxhat xhat))
-        x, weight, bias, mean, rstd = self.saved  # silu: dy = grad * silu'(y) first (kernel)
-        grad_x, grad_weight, grad_bias = group_norm_backward(
-            self.to_layout(grad), self.to_layout(x), mean, rstd,
-            weight.reshape(-1), self.num_groups, bias.reshape(-1), self.silu)
+    def backward(self, grad):
+        x, weight, bias, mean, rstd = self.saved
+        x3, grad3, w, b = self.to_layout(x), self.to_layout(grad), weight.reshape(-1), \
+            bias.reshape(-1)
+        fast = registry.lookup(self.fast_path + "_backward", x3)
+        if fast is not None:
+            grad_x, grad_weight, grad_bias = fast(grad3, x3, mean, rstd, w, b, self.num_groups)
+        else:
+            grad_x, grad_weight, grad_bias = self.math_backward(grad3, x3, mean, rstd, w, b)
         return (
             self.from_layout(grad_x, x.shape) if self.needs_input_grad[0] else None,
             grad_weight.reshape(weight.shape) if self.needs_input_grad[1] else None,
             grad_bias.reshape(weight.shape) if self.needs_input_grad[2] else None,
         )
+
+    def math_forward(self, x, weight, bias):
+        """x (N, C, M), weight, bias (C,) -> (y (N, C, M), mean (N, G), rstd (N, G))."""
+        mean, rstd = _statistics(x, self.num_groups, self.eps)
+        y = _normalized(x, mean, rstd) * weight[:, None] + bias[:, None]
+        return y.astype(x.dtype), mean.astype(x.dtype), rstd.astype(x.dtype)
+
+    def math_backward(self, grad, x, mean, rstd, weight, bias):
+        """(dx, dweight, dbias) of y = xhat * w + b: dw = sum(dy xhat), db = sum(dy), and
+        with dxhat = dy w, over each group of K values (the mean and var depend on x too):
+            dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))"""
+        n, c, m = x.shape
+        dy, xhat = grad.astype(np.float64), _normalized(x, mean, rstd)
+        dxhat = (dy * weight[:, None]).reshape(n, self.num_groups, -1)
+        xhat_groups = xhat.reshape(dxhat.shape)
+        dx = rstd[:, :, None] * (dxhat - dxhat.mean(axis=2, keepdims=True)
+                                 - xhat_groups * (dxhat * xhat_groups).mean(axis=2, keepdims=True))
+        return (dx.reshape(n, c, m).astype(x.dtype), (dy * xhat).sum(axis=(0, 2)).astype(x.dtype),
+                dy.sum(axis=(0, 2)).astype(x.dtype))
 
 
 class GroupNorm(_GroupedNorm):
@@ -62,6 +111,24 @@ class GroupNorm(_GroupedNorm):
 
     def from_layout(self, a, shape):
         return a.reshape(shape)
+
+
+class GroupNormSiLU(GroupNorm):
+    """silu(group_norm(x)), the UNet's every GroupNorm -> SiLU; its fast path is one fused
+    pass each way, recomputing y in backward rather than saving it."""
+
+    fast_path = "group_norm_silu"
+
+    def math_forward(self, x, weight, bias):  # silu(y) = y sigmoid(y)
+        y, mean, rstd = super().math_forward(x, weight, bias)
+        return y * sigmoid_array(y), mean, rstd
+
+    def math_backward(self, grad, x, mean, rstd, weight, bias):
+        # d silu(y) = s (1 + y (1 - s)) dy, s = sigmoid(y), y recomputed from x; then the norm's
+        y = _normalized(x, mean, rstd) * weight[:, None] + bias[:, None]
+        s = sigmoid_array(y)
+        dy = (grad * s * (1 + y * (1 - s))).astype(x.dtype)
+        return super().math_backward(dy, x, mean, rstd, weight, bias)
 
 
 class LayerNorm(_GroupedNorm):
@@ -125,11 +192,12 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None,
 
 def group_norm_silu(x: Tensor, num_groups: int, weight: Tensor | None = None,
                     bias: Tensor | None = None, eps: float = 1e-5) -> Tensor:
-    """silu(group_norm(x, num_groups, weight, bias, eps)) in one fused kernel pass, forward
-    and backward (the UNet's every GroupNorm -> SiLU); same shapes as group_norm."""
+    """silu(group_norm(x, num_groups, weight, bias, eps)), in one fused kernel pass forward
+    and backward where there is one (the UNet's every GroupNorm -> SiLU); shapes as
+    group_norm."""
     _check_groups(x, num_groups, "group_norm_silu")
     x, weight, bias = _affine(x, weight, bias, (x.shape[1],), "group_norm_silu")
-    return GroupNorm.apply(x, weight, bias, num_groups=num_groups, eps=eps, silu=True)
+    return GroupNormSiLU.apply(x, weight, bias, num_groups=num_groups, eps=eps)
 
 
 def layer_norm(x: Tensor, normalized_shape: int | tuple[int, ...],

@@ -11,7 +11,7 @@ import numpy as np
 
 from autograd.backend import get_array_module
 from autograd.function import Function
-from autograd.kernels.softmax import softmax_backward, softmax_forward
+from autograd.kernels import registry
 from autograd.tensor import Tensor
 
 Dim = int | tuple[int, ...] | None
@@ -134,28 +134,42 @@ class LogSumExp(Function):
         return grad * softmax
 
 
+def softmax_forward(x, dim: int | None = -1, empty_row_value: float = np.nan):
+    """y = exp(x - max x) / sum exp(x - max x) over `dim` (the max keeps exp finite). A row of
+    -inf only (nothing to attend to) gives empty_row_value: NaN as PyTorch, 0 for attention."""
+    fast = registry.lookup("softmax", x, dim=dim)
+    if fast is not None:
+        return fast(x, empty_row_value)
+    xp = get_array_module(x)
+    if x.size == 0:
+        return xp.empty_like(x)
+    peak = xp.max(x, axis=dim, keepdims=True)
+    empty = xp.isneginf(peak)
+    shifted = xp.exp(x - xp.where(empty, 0, peak))
+    y = shifted / xp.where(empty, 1, xp.sum(shifted, axis=dim, keepdims=True))
+    return xp.where(empty, x.dtype.type(empty_row_value), y).astype(x.dtype, copy=False)
+
+
+def softmax_backward(grad, y, dim: int | None = -1):
+    """dx = y * (g - sum(g y)) over `dim`: dy_i/dx_j = y_i ([i = j] - y_j)."""
+    fast = registry.lookup("softmax_backward", y, dim=dim)
+    if fast is not None:
+        return fast(grad, y)
+    return y * (grad - (grad * y).sum(axis=dim, keepdims=True))
+
+
 class Softmax(Function):
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int | None) -> None:
         self.dim = dim
 
     def forward(self, a):
-        # Over a contiguous last axis, the fused kernel (all -inf rows give NaN, as below).
-        self.fused = self.dim == a.ndim - 1 and a.flags.c_contiguous and \
-            a.dtype in (np.float32, np.float64)
-        if self.fused:
-            out = softmax_forward(a, zero_empty_rows=False)
-        else:
-            xp = get_array_module(a)
-            shifted = xp.exp(a - xp.max(a, axis=self.dim, keepdims=True))
-            out = shifted / xp.sum(shifted, axis=self.dim, keepdims=True)
+        out = softmax_forward(a, self.dim)
         self.save_for_backward(out)
         return out
 
-    def backward(self, grad):  # d softmax = s * (g - sum(g s))
+    def backward(self, grad):
         (out,) = self.saved
-        if self.fused:
-            return softmax_backward(grad, out)
-        return out * (grad - (grad * out).sum(axis=self.dim, keepdims=True))
+        return softmax_backward(grad, out, self.dim)
 
 
 class LogSoftmax(Function):

@@ -1,0 +1,70 @@
+"""The kernel registry: which fast path an op gets, per device type, and the switches that
+turn them off (AUTOGRAD_REFERENCE_KERNELS=1; the simulated CuPy has none, the CUDA emulator
+enables the CUDA ones)."""
+
+from __future__ import annotations
+
+import cuda_emulator
+import numpy as np
+import pytest
+from fake_cupy import simulated_cuda
+
+import autograd
+from autograd.backend import to_device
+from autograd.kernels import norm, registry, softmax
+from autograd.nn import functional as F
+
+OPS_WITH_KERNELS = ["sigmoid", "silu", "silu_backward", "erf", "erfc", "softmax",
+                    "softmax_backward", "group_norm", "group_norm_backward", "group_norm_silu",
+                    "group_norm_silu_backward", "im2col", "col2im"]
+
+
+@pytest.mark.parametrize("op", OPS_WITH_KERNELS)
+def test_every_kernel_op_has_a_cpu_and_a_cuda_fast_path(op):
+    assert set(registry.fast_paths(op)) == {"cpu", "cuda"}
+    assert registry.lookup(op, np.zeros((2, 3, 4))) is not None
+
+
+def test_the_simulated_cupy_has_no_fast_paths_and_the_emulator_enables_them():
+    with simulated_cuda():
+        x = to_device(np.zeros((2, 3, 4)), "cuda")
+        assert registry.device_type(x) is None
+        assert all(registry.lookup(op, x) is None for op in OPS_WITH_KERNELS)
+    if not cuda_emulator.available():
+        pytest.skip("the CUDA emulator needs g++")
+    with cuda_emulator.emulated_cuda():
+        x = to_device(np.zeros((2, 3, 4)), "cuda")
+        assert registry.device_type(x) == "cuda"
+        assert registry.lookup("group_norm", x) in registry.fast_paths("group_norm")["cuda"]
+    assert "fake_cupy" not in registry.DEVICE_TYPES
+
+
+def test_register_refuses_unknown_devices():
+    with pytest.raises(ValueError, match="'cpu' or 'cuda'"):
+        registry.register("op", "tpu")
+
+
+DRIVERS = ("_forward_serial", "_forward_parallel", "_backward_serial", "_backward_parallel")
+
+
+@pytest.mark.parametrize("reference", [False, True])
+def test_environment_switch_selects_the_op_math_at_call_time(monkeypatch, reference):
+    def broken(*args):
+        raise AssertionError("the compiled kernel ran")
+
+    for module in (norm, softmax):
+        for name in DRIVERS:
+            monkeypatch.setattr(module, name, broken)
+    monkeypatch.setenv("AUTOGRAD_REFERENCE_KERNELS", "1" if reference else "0")
+    x = autograd.randn(2, 4, 3, requires_grad=True)
+
+    def run():
+        out = F.group_norm(x, 2) + F.scaled_dot_product_attention(x, x, x)
+        out.sum().backward()
+
+    if reference:
+        run()
+        assert x.grad is not None
+    else:
+        with pytest.raises(AssertionError, match="compiled kernel ran"):
+            run()
