@@ -70,6 +70,11 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
         grad_out = pending.pop(node, None)
         if grad_out is None:
             continue
+        if isinstance(node, AccumulateGrad):
+            if node.tensor_hooks is not None:  # register_hook: before .grad
+                grad_out = node.tensor_hooks(grad_out)
+            _accumulate_into(node.tensor, grad_out)
+            continue
         if node.released:
             raise RuntimeError(
                 "trying to backward through the graph a second time: its saved arrays were "
@@ -77,9 +82,6 @@ def run_backward(root: Tensor, grad, retain_graph: bool = False) -> None:
             )
         if node.tensor_hooks is not None:  # register_hook, retain_grad: the grad is complete
             grad_out = node.tensor_hooks(grad_out)
-        if isinstance(node, AccumulateGrad):
-            _accumulate_into(node.tensor, grad_out)
-            continue
         node._check_versions()
         input_grads = observed_backward(node, grad_out) if observers else node.backward(grad_out)
         if not isinstance(input_grads, tuple):

@@ -126,7 +126,6 @@ class AccumulateGrad:
     `tensor.grad`."""
 
     parents = ()
-    released = False
     tensor_hooks: TensorHooks | None = None
     scope: tuple = ()
 
