@@ -150,6 +150,7 @@ REDUCTIONS = {
     "var": lambda x, d, k: x.var(dim=d, keepdim=k, correction=0),
     "var_unbiased": lambda x, d, k: x.var(dim=d, keepdim=k),
     "std": lambda x, d, k: x.std(dim=d, keepdim=k, correction=0),
+    "std_unbiased": lambda x, d, k: x.std(dim=d, keepdim=k, correction=1),
     "amax": lambda x, d, k: x.amax(dim=d, keepdim=k),
     "amin": lambda x, d, k: x.amin(dim=d, keepdim=k),
     "logsumexp": lambda x, d, k: x.logsumexp(dim=d, keepdim=k),
@@ -163,13 +164,13 @@ def test_reductions(name, data, case, keepdim):
     x = data.draw(arrays(shape))
     reduced = np.prod([shape[d] for d in (range(len(shape)) if dims is None else
                                           np.atleast_1d(dims))])
-    if name in ("amax", "amin", "std"):
+    if name in ("amax", "amin", "std", "std_unbiased"):
         flat_dims = tuple(range(len(shape))) if dims is None else dims
         spread = np.sort(x, axis=None)
         assume(np.min(np.diff(spread), initial=1.0) > 1e-3 or x.size == 1)  # no ties
-        if name == "std":
+        if name.startswith("std"):
             assume(np.min(np.var(x, axis=flat_dims)) > 1e-3)  # sqrt is smooth away from 0
-    if name == "var_unbiased":
+    if name in ("var_unbiased", "std_unbiased"):
         assume(reduced > 1)
     check_op(lambda t: REDUCTIONS[name](t, dims, keepdim), x)
 
@@ -341,3 +342,46 @@ def test_cat_of_channels_last_images_stays_channels_last(data, channels, mixed):
     if not mixed:
         assert out.transpose(0, 2, 3, 1).flags.c_contiguous
     check_op(lambda *ts: autograd.cat(ts, dim=1), *xs)
+
+
+# ---- casts and moves, class losses with weights and ignored targets -------------------------
+
+
+@given(data=st.data(), shape=shapes)
+def test_moves_and_casts_on_the_cpu_pass_gradients_through(data, shape):
+    x = data.draw(arrays(shape))
+    check_op(lambda t: t.to("cpu") * t.to(dtype=autograd.float64).cpu() + t.double(), x,
+             device_legs=False)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "nll_loss"])
+@given(data=st.data(), batch=st.integers(1, 5), classes=st.integers(2, 5),
+       smoothing=st.sampled_from([0.0, 0.2]), reduction=st.sampled_from(["mean", "sum"]))
+def test_class_losses_with_weight_and_ignore_index(loss, data, batch, classes, smoothing,
+                                                   reduction):
+    logits = data.draw(arrays((batch, classes)))
+    target = np.array(data.draw(st.lists(st.integers(-1, classes - 1), min_size=batch,
+                                         max_size=batch)))
+    assume((target >= 0).any())  # the mean over no kept target is 0/0
+    weight = autograd.tensor(data.draw(arrays((classes,), low=0.5, high=2.0)))
+    F = autograd.nn.functional
+    if loss == "cross_entropy":
+        def fn(t):
+            return F.cross_entropy(t, target, weight=weight, ignore_index=-1,
+                                   reduction=reduction, label_smoothing=smoothing)
+    else:
+        assume(smoothing == 0.0)
+
+        def fn(t):
+            return F.nll_loss(t.log_softmax(dim=1), target, weight=weight, ignore_index=-1,
+                              reduction=reduction)
+    check_op(fn, logits, device_legs=False)
+    # the value itself, written out: weighted (smoothed) NLL over the kept targets
+    log_p = logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) \
+        - logits.max(1, keepdims=True)
+    kept = target >= 0
+    w = weight.numpy()
+    rows = -(1 - smoothing) * log_p[kept, target[kept]] * w[target[kept]] \
+        - smoothing / classes * (log_p[kept] * w).sum(1)
+    expected = rows.sum() / (w[target[kept]].sum() if reduction == "mean" else 1.0)
+    np.testing.assert_allclose(fn(autograd.tensor(logits)).item(), expected, rtol=1e-10)
