@@ -18,6 +18,13 @@ def simulated() -> bool:
     return not autograd.cuda.is_available() or cuda_module() is fake_cupy
 
 
+def counts_transfers(device) -> bool:
+    """Whether host transfers on `device` are counted: only the simulated CuPy counts them
+    (a transfer assert elsewhere would check nothing)."""
+    return (str(device).startswith("cuda") and autograd.cuda.is_available()
+            and cuda_module() is fake_cupy)
+
+
 def tolerance() -> dict:
     """How close a device run must come to the CPU's (float64)."""
     return SIMULATOR_TOLERANCE if simulated() else GPU_TOLERANCE
