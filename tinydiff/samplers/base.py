@@ -362,6 +362,11 @@ class SigmaSampler(Sampler):
         self._step_index += 1
         return index
 
+    def lambdas(self, index: int) -> float:
+        """lambda_i = log(alpha_i / sigma_i) of the variance-preserving step i (DPM-Solver's
+        half log-SNR)."""
+        return log_snr_half(float(self.sigmas[index]))
+
     def data_prediction(
         self,
         model_output: np.ndarray,

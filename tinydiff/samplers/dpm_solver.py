@@ -20,7 +20,6 @@ from tinydiff.samplers.base import (
     alpha_sigma_of,
     cast,
     check_choice,
-    log_snr_half,
 )
 from tinydiff.schedules import NoiseSchedule
 
@@ -90,9 +89,6 @@ class DPMSolverMultistepSampler(SigmaSampler):
         if self.solver_order == 2 or lower_order_nums < 2 or second_last:
             return 2
         return 3
-
-    def lambdas(self, index: int) -> float:
-        return log_snr_half(float(self.sigmas[index]))
 
     def step(
         self,

@@ -21,7 +21,6 @@ from tinydiff.samplers.base import (
     alpha_sigma_of,
     cast,
     check_choice,
-    log_snr_half,
 )
 from tinydiff.samplers.dpm_solver import check_solver_order
 from tinydiff.schedules import NoiseSchedule
@@ -73,9 +72,6 @@ class UniPCSampler(SigmaSampler):
         self.model_outputs: list[np.ndarray] = []  # x0 predictions, newest last
         self.last_sample: np.ndarray | None = None
         self.this_order = 0
-
-    def lambdas(self, index: int) -> float:
-        return log_snr_half(float(self.sigmas[index]))
 
     def step(
         self,
