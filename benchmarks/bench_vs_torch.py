@@ -308,13 +308,13 @@ def conv_shapes(config: UNetConfig) -> list[tuple[int, int, int, int, int]]:
         if key not in seen:
             seen.append(key)
 
-    for module in model.modules():
-        if isinstance(module, ad_nn.Conv2d):
-            original = module.forward
-            module.forward = (lambda m, f: lambda x: (record(m, x), f(x))[1])(module, original)
+    handles = [module.register_forward_pre_hook(lambda m, args: record(m, args[0]))
+               for module in model.modules() if isinstance(module, ad_nn.Conv2d)]
     with autograd.no_grad():
         model(np.zeros((1, config.in_channels, config.image_size, config.image_size),
                        np.float32), np.zeros(1, np.int64))
+    for handle in handles:
+        handle.remove()
     return seen
 
 
