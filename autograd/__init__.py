@@ -10,7 +10,8 @@ Note: the import name `autograd` is also that of the HIPS autograd package; the 
 be installed in one environment.
 """
 
-from autograd import cuda, nn, optim, profiler, viz
+# memory: importing it sets malloc to keep freed memory for the next step (see memory.py)
+from autograd import cuda, memory, nn, optim, profiler, viz
 from autograd.anomaly import detect_anomaly, is_anomaly_enabled, set_detect_anomaly
 from autograd.backend import Device, device, get_array_module
 from autograd.creation import (

@@ -6,7 +6,7 @@
 Prints training images/s (a full DDPM step of the Trainer: forward, backward, clip, AdamW,
 EMA; the batch in S slices on min(S, threads) worker threads, S = 2 by default), forward
 (sampling) images/s (the batch in one slice per thread, as sampling runs it; and as one
-call), peak memory, and the achieved GFLOP/s (1.66 GFLOP per image for a
+call), peak memory and page faults per step, and the achieved GFLOP/s (1.66 GFLOP per image for a
 training step, 0.554 for a forward, convolutions and matrix products only) as a fraction
 of the float32 matmul GFLOP/s that NumPy reaches in the same run (with `--device cuda`: the
 UNet on the GPU, each step timed to the device's completion, against CuPy's matmul rate;
@@ -21,7 +21,7 @@ import pstats
 import resource
 
 import numpy as np
-from timing import matmul_rate, median_seconds
+from timing import matmul_rate, median_seconds, page_faults_per_call
 
 import autograd
 from autograd.backend import to_device
@@ -62,6 +62,7 @@ def main() -> None:
 
     trainer.train_step()  # compile kernels, allocate optimizer state
     train_s = median_seconds(timed(trainer.train_step), args.steps)
+    train_faults = page_faults_per_call(trainer.train_step, 2)
 
     model = build_model(args.preset).eval().to(args.device)
     x = to_device(images[: args.batch], args.device)
@@ -71,6 +72,7 @@ def main() -> None:
     with autograd.no_grad():
         forward_s = median_seconds(timed(lambda: sliced(x, t)), args.steps)
         single_call_s = median_seconds(timed(lambda: model(x, t)), args.steps)
+        forward_faults = page_faults_per_call(lambda: sliced(x, t), 2)
     # like the UNet's im2col products
     gemm = matmul_rate(64 * 14 * 14, 576, 64, 10, rng, device=args.device)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -90,7 +92,9 @@ def main() -> None:
     single_gflops = args.batch / single_call_s * FORWARD_GFLOP_PER_IMAGE
     print(f"{'(1 call)':<10}{single_call_s:>9.3f}{args.batch / single_call_s:>9.1f}"
           f"{single_gflops:>9.1f}{single_gflops / gemm:>11.2f}")
-    print(f"peak memory (max RSS): {peak_mib:.0f} MiB")
+    print(f"peak memory (max RSS): {peak_mib:.0f} MiB; page faults per train step "
+          f"{train_faults:.0f}, per forward {forward_faults:.0f} (malloc keeps freed memory: "
+          f"{autograd.memory.KEEPS_FREED_MEMORY})")
     if args.profile:
         profile = cProfile.Profile()
         profile.runcall(lambda: [trainer.train_step() for _ in range(3)])

@@ -3,6 +3,7 @@ yardstick every GFLOP/s figure is divided by)."""
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -19,6 +20,16 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def page_faults_per_call(fn: Callable[[], object], repeats: int) -> float:
+    """Minor page faults of the process per fn() call over `repeats` calls, after one
+    warm-up call: pages touched for the first time, ~0 when a step reuses its buffers."""
+    fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(repeats):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / repeats
 
 
 def matmul_rate(m: int, k: int, n: int, repeats: int, rng: np.random.Generator,
