@@ -362,7 +362,7 @@ def run_train(args: argparse.Namespace) -> int:
     checkpoint = args.out / "ckpt.npz"
     overrides = check_resume(args, settings, checkpoint) if args.resume else {}
     latent = args.vae is not None or (args.resume and sidecar_path(checkpoint).exists())
-    budget = args.time_budget
+    budget, estimate = args.time_budget, None
     images = labels = None
     if latent or budget is not None:  # read once (the latent trainers encode them)
         from tinydiff.data import load_mnist
@@ -393,7 +393,6 @@ def run_train(args: argparse.Namespace) -> int:
         else:
             def make_trainer(config: TrainConfig) -> Trainer:
                 return Trainer(config, images, labels, device=args.device)
-        estimate = None
         if budget is not None:  # the probe trains as the run will (under --detect-anomaly)
             with anomaly_mode(args.detect_anomaly):
                 estimate = steps_for_budget(config, budget, make_trainer=make_trainer)
@@ -412,14 +411,12 @@ def run_train(args: argparse.Namespace) -> int:
         return 0
     with anomaly_mode(args.detect_anomaly):
         trainer.train(args.out, progress=not args.no_progress)
-    if trainer.time_budget is not None:
-        record = trainer.time_budget
-        spent = record["probe_seconds"] + trainer.train_seconds
+    if estimate is not None:
+        spent = estimate.probe_seconds + trainer.train_seconds
         print(f"trained {trainer.step} steps in {format_duration(trainer.train_seconds)} "
-              f"(estimate {format_duration(record['estimate_seconds'])}; with the probe "
-              f"{format_duration(spent)} of the {format_duration(record['budget_seconds'])} "
-              f"budget); --steps {trainer.step} with the same other options reproduces this "
-              "run")
+              f"(estimate {format_duration(estimate.estimate_seconds)}; with the probe "
+              f"{format_duration(spent)} of the {format_duration(budget)} budget); "
+              f"--steps {trainer.step} with the same other options reproduces this run")
     print(f"saved {checkpoint} (step {trainer.saved_step})")
     if args.sample_n:
         grid = args.out / "samples.png"
