@@ -93,6 +93,16 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def duration(text: str) -> float:
+    """A --time-budget value in seconds: "30m", "90s", "1h30m", "45" (seconds), > 0."""
+    from tinydiff.time_budget import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def thread_count(text: str) -> int:
     """A --threads value: 1 to numba's NUMBA_NUM_THREADS (the cores, unless set)."""
     import numba
@@ -120,6 +130,11 @@ def add_train_parser(commands) -> None:
     p.add_argument("--steps", type=positive_int, default=DEFAULTS.steps,
                    help="total optimizer steps, >= 1 (default %(default)s; with --resume: "
                    "train on to this step)")
+    p.add_argument("--time-budget", type=duration, metavar="DURATION",
+                   help="instead of --steps: train as many steps as fit in DURATION (30m, "
+                   "90s, 1h30m, 45 = seconds), counted from a probe of the first steps' "
+                   "speed; the count is saved in the checkpoint and --steps N reproduces the "
+                   "run exactly")
     p.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=positive_float, default=DEFAULTS.lr)
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=DEFAULTS.lr_schedule)
@@ -318,9 +333,25 @@ def profile_steps(trainer, steps: int) -> str:
     return f"{steps} training steps:\n" + prof.table(sort_by="total", row_limit=20)
 
 
+def check_time_budget(args: argparse.Namespace) -> None:
+    """UsageError if --time-budget is given with an option it cannot go with."""
+    if args.time_budget is None:
+        return
+    if "steps" in args.given_options:
+        raise UsageError("--time-budget chooses the number of steps and --steps fixes it: "
+                         "pick one")
+    if args.resume:
+        raise UsageError("--time-budget sizes a new run; --resume continues a run to "
+                         "--steps N: pick one")
+    if args.profile:
+        raise UsageError("--profile times N steps and exits, --time-budget trains: pick one")
+
+
 def run_train(args: argparse.Namespace) -> int:
+    from tinydiff.time_budget import format_duration, steps_for_budget
     from tinydiff.training import Trainer
 
+    check_time_budget(args)
     check_output_folder(args.out, "--out")
     if args.data_dir is not None:
         check_input_folder(args.data_dir, "--data-dir")
@@ -331,8 +362,9 @@ def run_train(args: argparse.Namespace) -> int:
     checkpoint = args.out / "ckpt.npz"
     overrides = check_resume(args, settings, checkpoint) if args.resume else {}
     latent = args.vae is not None or (args.resume and sidecar_path(checkpoint).exists())
+    budget, estimate = args.time_budget, None
     images = labels = None
-    if latent:  # the latent trainers encode the images themselves
+    if latent or budget is not None:  # read once (the latent trainers encode them)
         from tinydiff.data import load_mnist
 
         images, labels = load_mnist("train", data_dir=args.data_dir)
@@ -349,12 +381,26 @@ def run_train(args: argparse.Namespace) -> int:
                             "another --out")
         config = TrainConfig(**settings)
         if latent:
+            from tinydiff.latent import scaled_latents
             from tinydiff.vae import load_vae
 
-            trainer = latent_trainer(load_vae(args.vae), images, labels, config, args.out,
-                                     device=args.device)
+            vae = load_vae(args.vae)
+            encoded = scaled_latents(vae.to(args.device), images)
+
+            def make_trainer(config: TrainConfig) -> Trainer:
+                return latent_trainer(vae, images, labels, config, args.out,
+                                      device=args.device, encoded=encoded)
         else:
-            trainer = Trainer(config, device=args.device)
+            def make_trainer(config: TrainConfig) -> Trainer:
+                return Trainer(config, images, labels, device=args.device)
+        if budget is not None:  # the probe trains as the run will (under --detect-anomaly)
+            with anomaly_mode(args.detect_anomaly):
+                estimate = steps_for_budget(config, budget, make_trainer=make_trainer)
+            print(estimate.summary())
+            config = estimate.train_config(config)
+        trainer = make_trainer(config)
+        if estimate is not None:
+            trainer.time_budget = estimate.to_dict()
     from tinydiff.models import count_parameters
 
     print(f"model {trainer.config.model}: {count_parameters(trainer.model):,} parameters; "
@@ -363,10 +409,14 @@ def run_train(args: argparse.Namespace) -> int:
     if args.profile:
         print(profile_steps(trainer, args.profile))
         return 0
-    import autograd
-
-    with autograd.detect_anomaly() if args.detect_anomaly else contextlib.nullcontext():
+    with anomaly_mode(args.detect_anomaly):
         trainer.train(args.out, progress=not args.no_progress)
+    if estimate is not None:
+        spent = estimate.probe_seconds + trainer.train_seconds
+        print(f"trained {trainer.step} steps in {format_duration(trainer.train_seconds)} "
+              f"(estimate {format_duration(estimate.estimate_seconds)}; with the probe "
+              f"{format_duration(spent)} of the {format_duration(budget)} budget); "
+              f"--steps {trainer.step} with the same other options reproduces this run")
     print(f"saved {checkpoint} (step {trainer.saved_step})")
     if args.sample_n:
         grid = args.out / "samples.png"
@@ -374,6 +424,13 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"saved {grid}" + (f" (digits 0-9 in turn, guidance {DEFAULT_GUIDANCE:g})"
                                  if trainer.config.class_conditional else ""))
     return 0
+
+
+def anomaly_mode(enabled: bool):
+    """autograd.detect_anomaly() if `enabled` (--detect-anomaly), else a no-op context."""
+    import autograd
+
+    return autograd.detect_anomaly() if enabled else contextlib.nullcontext()
 
 
 def sample_to_files(ckpt: Path, n: int, out: Path, sampler: str = "ddim", steps: int = 50,

@@ -81,11 +81,14 @@ def scaled_latents(vae: VAE, images: np.ndarray, scale_factor: float | None = No
 
 def latent_trainer(vae: VAE, images: np.ndarray, labels: np.ndarray | None,
                    config: TrainConfig, out_dir: str | Path, device: str | None = None,
+                   encoded: tuple[np.ndarray, float] | None = None,
                    **model_overrides: Any) -> Trainer:
     """A `Trainer` of the `config.model` UNet (sized to the VAE's latents) on the scaled
     latents of `images`, on `device` (the VAE encodes there too); writes out_dir/latent.npz
-    now. Call `.train(out_dir)` next."""
-    latents, scale_factor = scaled_latents(vae.to("cpu" if device is None else device), images)
+    now. Call `.train(out_dir)` next. `encoded`: `scaled_latents(vae, images)` if already
+    computed (e.g. for a time budget's probe trainer), not encoded again."""
+    vae = vae.to("cpu" if device is None else device)
+    latents, scale_factor = scaled_latents(vae, images) if encoded is None else encoded
     channels, size, _ = vae.config.latent_shape
     autograd.manual_seed(config.seed)  # as Trainer does, so the UNet's init follows the seed
     model = build_model(config.model, in_channels=channels, out_channels=channels,

@@ -186,6 +186,12 @@ class Trainer:
         self.step = 0
         self.saved_step: int | None = None  # the step the checkpoint on disk holds
         self.history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}
+        # wall time spent in `train` so far, resumes included (None: resumed from a
+        # checkpoint that predates the record)
+        self.train_seconds: float | None = 0.0
+        # the run's `tinydiff.time_budget.BudgetEstimate.to_dict()` when a time budget chose
+        # its step count (set it before `train`); kept by resumed runs
+        self.time_budget: dict[str, Any] | None = None
         self._unread: list[tuple[int, autograd.Tensor, float]] = []  # (step, loss, lr)
 
     # ---- one step -----------------------------------------------------------------------
@@ -280,7 +286,8 @@ class Trainer:
               progress: bool = True) -> Path:
         """Train until `steps` (default config.steps) total steps, checkpointing to
         out_dir/ckpt.npz every `checkpoint_every` steps and at the end. SIGINT or SIGTERM
-        ends the current step, saves and raises TrainingInterrupted."""
+        ends the current step, saves and raises TrainingInterrupted. Adds its wall time to
+        `train_seconds` (a checkpoint holds the time up to its save)."""
         from tqdm.auto import tqdm
 
         out_dir = Path(out_dir)
@@ -290,6 +297,12 @@ class Trainer:
         bar = tqdm(total=total, initial=self.step, disable=not progress, unit="step",
                    dynamic_ncols=True)
         smoothed, started, start_step = None, time.perf_counter(), self.step
+        spent_before = self.train_seconds
+
+        def clock_in() -> None:
+            if spent_before is not None:
+                self.train_seconds = spent_before + time.perf_counter() - started
+
         try:
             with StopRequests() as stop:
                 while self.step < total:
@@ -306,6 +319,7 @@ class Trainer:
                         bar.set_postfix(loss=f"{smoothed:.4f}", img_s=f"{rate:.0f}")
                     if self.step % self.config.checkpoint_every == 0 or self.step == total \
                             or stop.signal_name is not None:
+                        clock_in()
                         self.save(out_dir)
                     if stop.signal_name is not None:
                         raise TrainingInterrupted(
@@ -314,6 +328,7 @@ class Trainer:
                             f"{out_dir / 'ckpt.npz'} (step {self.saved_step}): continue it "
                             "with --resume")
         finally:
+            clock_in()
             bar.close()
         return out_dir / "ckpt.npz"
 
@@ -357,6 +372,10 @@ class Trainer:
             "history": self.history,
             **({"timestep_sampler": self.timestep_sampler.state_dict()}
                if self.timestep_sampler is not None else {}),
+            **({"train_seconds": self.train_seconds} if self.train_seconds is not None
+               else {}),
+            **({"time_budget": dict(self.time_budget)} if self.time_budget is not None
+               else {}),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -371,6 +390,8 @@ class Trainer:
             self.timestep_sampler.load_state_dict(state["timestep_sampler"])
         self.step = int(state["step"])
         self.history = {key: list(values) for key, values in state["history"].items()}
+        self.train_seconds = state.get("train_seconds")  # not in older checkpoints
+        self.time_budget = state.get("time_budget")
 
     @classmethod
     def resume(cls, path: str | Path, images: np.ndarray | None = None,
