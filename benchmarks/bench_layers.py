@@ -38,7 +38,7 @@ import autograd.nn.functional as F
 from autograd.backend import array_module, to_device
 from autograd.engine import topological_order
 from autograd.kernels import conv as conv_kernels
-from autograd.ops.conv import channels_last
+from autograd.kernels.conv import channels_last
 from autograd.tensor import Tensor
 
 BATCH = 64

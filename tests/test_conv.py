@@ -15,6 +15,7 @@ from op_testing import arrays, check_op
 import autograd
 import autograd.nn.functional as F
 from autograd import nn
+from autograd.kernels import conv_gemm, registry
 from autograd.ops import conv
 
 TORCH = np.load(Path(__file__).parent / "reference" / "torch_ops.npz")
@@ -48,7 +49,7 @@ def test_matches_torch(name, mode, monkeypatch):
     if mode == "reference kernels":
         monkeypatch.setenv("AUTOGRAD_REFERENCE_KERNELS", "1")
     if mode == "one image per chunk":
-        monkeypatch.setattr(conv, "COLUMN_CHUNK_BYTES", 1)
+        monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", 1)
     check_torch_case(name, TORCH_CASES[name])
 
 
@@ -192,12 +193,14 @@ def test_conv_transpose2d_gradients(data, case, output_padding):
 
 
 def test_skips_gradients_nobody_needs(monkeypatch):
-    """A frozen input gets no gradient and its col2im never runs; the weight's is exact."""
+    """A frozen input gets no gradient and its input gradient never runs (fast path or
+    math); the weight's is exact."""
     rng = np.random.default_rng(0)
     x = autograd.Tensor(rng.standard_normal((2, 3, 6, 6)))
     w = autograd.Tensor(rng.standard_normal((4, 3, 3, 3)), requires_grad=True)
     calls = []
-    monkeypatch.setattr(conv, "col2im", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(conv_gemm, "input_grad_image", lambda *a, **k: calls.append(1))
+    monkeypatch.setattr(conv, "conv2d_input_grad_math", lambda *a, **k: calls.append(1))
     F.conv2d(x, w, padding=1).sum().backward()
     assert x.grad is None and not calls
     expected = sum(conv2d_direct(x.numpy(), np.eye(1, 4 * 27, k).reshape(4, 3, 3, 3), None,
@@ -303,8 +306,46 @@ def test_both_input_gradient_methods_agree(case, seed):
         (h, w), case["padding"], case["dilation"], weight.shape[2:]))
     window = conv.Window(weight.shape[2:], (1, 1), case["padding"], case["dilation"], out_hw)
     grad = rng.standard_normal((n * out_hw[0] * out_hw[1], weight.shape[0]))
-    matrices = conv.weight_matrices(weight, case["groups"])
+    matrices = conv_gemm.weight_matrices(weight, case["groups"])
     np.testing.assert_allclose(
-        conv.conv_input_grad(grad, weight, case["groups"], (n, h, w, c), window),
-        conv._col2im_of_product(grad, matrices, (n, h, w, c), window), rtol=1e-10,
+        conv_gemm.input_grad_image(grad, weight, case["groups"], (n, h, w, c), window),
+        conv_gemm._col2im_of_product(grad, matrices, (n, h, w, c), window), rtol=1e-10,
         atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(case=conv_cases(), seed=st.integers(0, 2**16), channels_last=st.booleans())
+def test_gemm_fast_paths_match_the_ops_math(dtype, case, seed, channels_last):
+    """The registered fast paths (im2col + matrix product, channels-last) compute what the
+    op's own math (a sum over kernel taps) does: forward, input and weight gradient."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(case["x"]).astype(dtype)
+    if channels_last:  # the layout the UNet's activations have
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    weight = rng.standard_normal(case["weight"]).astype(dtype)
+    bias = rng.standard_normal(weight.shape[0]).astype(dtype) if case["bias"] else None
+    total = tuple(2 * p for p in case["padding"])
+    out_hw = conv.output_size("conv2d", x.shape[2:], weight.shape[2:], case["stride"], total,
+                              case["dilation"])
+    window = conv.Window(weight.shape[2:], case["stride"], case["padding"], case["dilation"],
+                         out_hw)
+    grad = rng.standard_normal((x.shape[0], weight.shape[0], *out_hw)).astype(dtype)
+    geometry = dict(window=window, groups=case["groups"])
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11,
+                                                                            atol=1e-11)
+    pairs = [(conv_gemm.conv2d_gemm(x, weight, bias, **geometry),
+              conv.conv2d_math(x, weight, bias, **geometry)),
+             (conv_gemm.conv2d_input_grad_gemm(grad, weight, x.shape, **geometry),
+              conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry)),
+             (conv_gemm.conv2d_weight_grad_gemm(x, grad, **geometry),
+              conv.conv2d_weight_grad_math(x, grad, **geometry))]
+    for fast, math in pairs:
+        assert fast.shape == math.shape and fast.dtype == math.dtype == dtype
+        np.testing.assert_allclose(fast, math, **tolerance)
+
+
+def test_the_conv_fast_paths_are_registered_for_both_devices():
+    for op, run in (("conv2d", conv_gemm.conv2d_gemm),
+                    ("conv2d_input_grad", conv_gemm.conv2d_input_grad_gemm),
+                    ("conv2d_weight_grad", conv_gemm.conv2d_weight_grad_gemm)):
+        assert registry.fast_paths(op) == {"cpu": [run], "cuda": [run]}

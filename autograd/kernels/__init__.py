@@ -16,7 +16,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Importing the kernel modules registers their fast paths.
-from autograd.kernels import activation, adam, conv, norm, softmax, special  # noqa: E402, I001
+from autograd.kernels import activation, adam, conv, conv_gemm, norm, softmax, special  # noqa: E402, I001
 from autograd.kernels.registry import use_reference_kernels  # noqa: E402
 
-__all__ = ["activation", "adam", "conv", "norm", "softmax", "special", "use_reference_kernels"]
+__all__ = ["activation", "adam", "conv", "conv_gemm", "norm", "softmax", "special",
+           "use_reference_kernels"]

@@ -45,6 +45,16 @@ class Window(NamedTuple):
         return (*self.kernel, *self.stride, *self.padding, *self.dilation, *self.output)
 
 
+def channels_last(x: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> contiguous (N, H, W, C); free when x is a channels-last view."""
+    return get_array_module(x).ascontiguousarray(x.transpose(0, 2, 3, 1))
+
+
+def channels_first(x: np.ndarray) -> np.ndarray:
+    """(N, H, W, C) -> an (N, C, H, W) view of the same memory."""
+    return x.transpose(0, 3, 1, 2)
+
+
 # ---- compiled kernels ---------------------------------------------------------------------
 
 
@@ -96,7 +106,7 @@ def _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, out):
 # ---- references (NumPy or CuPy) -----------------------------------------------------------
 
 
-def _padding_extents(window: Window, size: tuple[int, int]) -> list[tuple[int, int]]:
+def padding_extents(window: Window, size: tuple[int, int]) -> list[tuple[int, int]]:
     """(before, after) padding per spatial dim that keeps every tap inside the array."""
     extents = []
     for k, s, p, d, o, n in zip(window.kernel, window.stride, window.padding,
@@ -106,11 +116,12 @@ def _padding_extents(window: Window, size: tuple[int, int]) -> list[tuple[int, i
     return extents
 
 
-def _tap(window: Window, i: int, j: int) -> tuple[slice, slice, slice]:
-    """The (y, x) slices of the padded input that tap (i, j) reads, one per output pixel."""
+def tap_slices(window: Window, i: int, j: int) -> tuple[slice, slice]:
+    """The (y, x) slices of the padded input that tap (i, j) reads, one per output pixel:
+    rows i * dilation + y * stride for y < ho (and so for columns)."""
     (sh, sw), (dh, dw), (ho, wo) = window.stride, window.dilation, window.output
     return (slice(i * dh, i * dh + (ho - 1) * sh + 1, sh),
-            slice(j * dw, j * dw + (wo - 1) * sw + 1, sw), slice(None))
+            slice(j * dw, j * dw + (wo - 1) * sw + 1, sw))
 
 
 def im2col_reference(x: np.ndarray, window: Window, pad_value: float = 0.0) -> np.ndarray:
@@ -118,12 +129,12 @@ def im2col_reference(x: np.ndarray, window: Window, pad_value: float = 0.0) -> n
     xp = get_array_module(x)
     n, h, w, c = x.shape
     (kh, kw), (ho, wo) = window.kernel, window.output
-    padded = xp.pad(x, [(0, 0), *_padding_extents(window, (h, w)), (0, 0)],
+    padded = xp.pad(x, [(0, 0), *padding_extents(window, (h, w)), (0, 0)],
                     constant_values=pad_value)
     cols = xp.empty((n, ho, wo, kh, kw, c), x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, :, i, j] = padded[(slice(None), *_tap(window, i, j))]
+            cols[:, :, :, i, j] = padded[(slice(None), *tap_slices(window, i, j))]
     return cols.reshape(n * ho * wo, kh * kw * c)
 
 
@@ -134,12 +145,12 @@ def col2im_reference(cols: np.ndarray, input_shape: tuple[int, ...],
     xp = get_array_module(cols)
     n, h, w, c = input_shape
     (kh, kw), (ho, wo) = window.kernel, window.output
-    (top, bottom), (left, right) = _padding_extents(window, (h, w))
+    (top, bottom), (left, right) = padding_extents(window, (h, w))
     padded = xp.zeros((n, top + h + bottom, left + w + right, c), cols.dtype)
     taps = cols.reshape(n, ho, wo, kh, kw, c)
     for i in range(kh):
         for j in range(kw):
-            padded[(slice(None), *_tap(window, i, j))] += taps[:, :, :, i, j]
+            padded[(slice(None), *tap_slices(window, i, j))] += taps[:, :, :, i, j]
     return padded[:, top:top + h, left:left + w].copy()
 
 

@@ -1,22 +1,21 @@
-"""2-D convolution and transposed convolution, as im2col + one matrix product.
+"""2-D convolution and transposed convolution: the math, forward and backward.
 
-Inside, images are channels-last (N, H, W, C): there im2col copies C contiguous values per
-tap, and `cols (N*ho*wo, kh*kw*C) @ W (kh*kw*C, O)` is the output with no transpose. Outputs
-and input gradients are returned as NCHW-shaped views of channels-last arrays (PyTorch's
-"channels_last" memory format): users see NCHW, and the next convolution reads its input
-without a copy. On the CPU the batch is processed a few images at a time so the columns
-stay in cache and their buffer is reused rather than page-faulted in afresh; on the GPU a
-chunk is a whole training batch, one big matrix product (cuBLAS) per group.
+Within each group of channels, output pixel (y, x) of channel o is a sum over input
+channels c and kernel taps (i, j) of the zero-padded input, s the stride and d the dilation:
 
-The code is the same on both devices: the arrays' module (NumPy or CuPy) does the products,
-`autograd.kernels.conv` picks numba or CUDA for im2col / col2im.
+    out[n, o, y, x] = b[o] + sum_{c,i,j} W[o, c, i, j] * xpad[n, c, y*s + i*d, x*s + j*d]
 
-The three products, written once and shared by both ops:
-    forward       out  = im2col(x) @ W
-    input grad    dx   = col2im(dout @ W^T)   (or, stride 1, a conv of dout with W flipped)
-    weight grad   dW   = im2col(x)^T @ dout
-A transposed convolution is the input gradient of a convolution, so its forward is
-`input_grad`, its input gradient is `forward`, and its weight gradient is `weight_grad`.
+so each tap (i, j) is one matrix product of W[:, :, i, j] with a strided view of xpad, and
+the three functions below are a loop over the kh * kw taps. A transposed convolution is
+the input gradient of a convolution: its forward is `conv2d_input_grad_math`, its input
+gradient `conv2d_math` and its weight gradient `conv2d_weight_grad_math` with the roles of
+input and output swapped.
+
+The fast path beneath (`kernels/conv_gemm.py`, registered for "conv2d",
+"conv2d_input_grad" and "conv2d_weight_grad") computes the same as im2col + one BLAS
+matrix product per chunk of images, channels-last; these functions run where it does not
+(AUTOGRAD_REFERENCE_KERNELS=1, or arrays of a module without fast paths) and are what the
+tests compare it with.
 """
 
 from __future__ import annotations
@@ -25,26 +24,12 @@ import numpy as np
 
 from autograd.backend import get_array_module
 from autograd.function import Function
-from autograd.kernels.conv import Window, col2im, im2col
+from autograd.kernels import registry
+from autograd.kernels.conv import Window, padding_extents, tap_slices
 from autograd.ops.elementwise import as_tensors
 from autograd.tensor import Tensor
 
-COLUMN_CHUNK_BYTES = 4 << 20  # columns per chunk of images: fits in L3, reused by malloc
-# On the GPU chunks only make the matrix products smaller: a batch's columns in one chunk.
-DEVICE_COLUMN_CHUNK_BYTES = 256 << 20
-
-
-# ---- layout and geometry ------------------------------------------------------------------
-
-
-def channels_last(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> contiguous (N, H, W, C); free when x is a channels-last view."""
-    return get_array_module(x).ascontiguousarray(x.transpose(0, 2, 3, 1))
-
-
-def channels_first(x: np.ndarray) -> np.ndarray:
-    """(N, H, W, C) -> an (N, C, H, W) view of the same memory."""
-    return x.transpose(0, 3, 1, 2)
+# ---- geometry ------------------------------------------------------------------------------
 
 
 def pair(value, name: str) -> tuple[int, int]:
@@ -76,138 +61,68 @@ def output_size(op: str, size: tuple[int, int], kernel: tuple[int, int],
     return out
 
 
-# ---- the three products, on channels-last arrays ------------------------------------------
+# ---- the math: a sum over the kernel's taps (NumPy or CuPy, NCHW) -------------------------
 
 
-def weight_matrices(weight: np.ndarray, groups: int) -> np.ndarray:
-    """(O, C/g, kh, kw) -> (g, kh*kw*C/g, O/g): each group's W, rows in im2col's order."""
-    out_channels, group_channels, kh, kw = weight.shape
-    per_group = weight.reshape(groups, out_channels // groups, group_channels, kh, kw)
-    return per_group.transpose(0, 3, 4, 2, 1).reshape(groups, kh * kw * group_channels, -1)
-
-
-def weight_from_matrices(matrices: np.ndarray, kernel: tuple[int, int]) -> np.ndarray:
-    """The inverse of `weight_matrices`: (g, kh*kw*C/g, O/g) -> (O, C/g, kh, kw)."""
-    groups, rows, out_per_group = matrices.shape
-    per_group = matrices.reshape(groups, *kernel, rows // (kernel[0] * kernel[1]),
-                                 out_per_group)
-    return per_group.transpose(0, 4, 3, 1, 2).reshape(groups * out_per_group, -1, *kernel)
-
-
-def _image_chunks(images: int, column_bytes_per_image: int, array) -> list[slice]:
-    """Slices of the batch whose columns take about the chunk size of `array`'s device."""
-    chunk_bytes = (COLUMN_CHUNK_BYTES if isinstance(array, np.ndarray)
-                   else DEVICE_COLUMN_CHUNK_BYTES)
-    step = max(1, chunk_bytes // max(1, column_bytes_per_image))
-    return [slice(k, min(k + step, images)) for k in range(0, images, step)]
-
-
-def _group_channels(channels: int, groups: int) -> list[slice]:
-    width = channels // groups
-    return [slice(g * width, (g + 1) * width) for g in range(groups)]
-
-
-def _is_pointwise(window: Window, size: tuple[int, int]) -> bool:
-    """A 1x1 kernel with stride 1 and no padding: the columns are the image itself."""
-    return (window.kernel == (1, 1) and window.stride == (1, 1) and window.padding == (0, 0)
-            and tuple(window.output) == tuple(size))
-
-
-def _columns(x: np.ndarray, window: Window) -> np.ndarray:
-    """im2col(x), or x as a (N*H*W, C) matrix, without a copy, for a pointwise window."""
-    if _is_pointwise(window, x.shape[1:3]):
-        return x.reshape(-1, x.shape[3])
-    return im2col(x, window)
-
-
-def conv_forward(x: np.ndarray, matrices: np.ndarray, window: Window) -> np.ndarray:
-    """x (N, H, W, C), matrices (g, K, O/g) -> out (N * ho * wo, O) = im2col(x) @ W."""
-    groups, rows, out_per_group = matrices.shape
+def _padded(x, window: Window, groups: int):
+    """x (N, C, H, W) zero-padded so that every tap's slice fits: (N, g, C/g, Hp, Wp)."""
     xp = get_array_module(x)
-    images, pixels = x.shape[0], window.output[0] * window.output[1]
-    out = xp.empty((images * pixels, groups * out_per_group), x.dtype)
-    for g, channels in enumerate(_group_channels(x.shape[3], groups)):
-        x_group = x if groups == 1 else x[..., channels]
-        for chunk in _image_chunks(images, pixels * rows * x.itemsize, x):
-            cols = _columns(x_group[chunk], window)
-            out_rows = slice(chunk.start * pixels, chunk.stop * pixels)
-            if groups == 1:
-                xp.matmul(cols, matrices[0], out=out[out_rows])
-            else:
-                out[out_rows, g * out_per_group:(g + 1) * out_per_group] = cols @ matrices[g]
-    return out
+    padded = xp.pad(x, [(0, 0), (0, 0), *padding_extents(window, x.shape[2:])])
+    return padded.reshape(x.shape[0], groups, -1, *padded.shape[2:])
 
 
-def flipped_weight(weight: np.ndarray, groups: int) -> np.ndarray:
-    """(O, C/g, kh, kw) -> (C, O/g, kh, kw): each group's kernel with in and out swapped
-    and rotated by 180 degrees, the kernel of the stride-1 input gradient."""
-    out_channels, group_channels, kh, kw = weight.shape
-    per_group = weight.reshape(groups, out_channels // groups, group_channels, kh, kw)
-    flipped = per_group.transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    return flipped.reshape(groups * group_channels, out_channels // groups, kh, kw)
+def _taps(weight, window: Window, groups: int):
+    """(rows, cols, W[:, :, i, j] per group (g, O/g, C/g)) for each kernel tap (i, j)."""
+    per_group = weight.reshape(groups, -1, *weight.shape[1:])
+    for i in range(window.kernel[0]):
+        for j in range(window.kernel[1]):
+            yield (*tap_slices(window, i, j), per_group[..., i, j])
 
 
-def conv_input_grad(grad: np.ndarray, weight: np.ndarray, groups: int,
-                    input_shape: tuple[int, ...], window: Window) -> np.ndarray:
-    """grad (N * ho * wo, O), weight (O, C/g, kh, kw) -> dx (N, H, W, C) = col2im(grad W^T).
-
-    With stride 1 and fewer output than input channels, computed instead as a convolution
-    of the gradient with the flipped kernel, whose columns are narrower (O vs C per tap):
-    1.5x faster for 96 -> 32 channels at 28 px here."""
-    images, height, width, channels = input_shape
-    reach = tuple(d * (k - 1) for k, d in zip(window.kernel, window.dilation))
-    if (window.stride == (1, 1) and weight.shape[0] < channels
-            and all(p <= r for p, r in zip(window.padding, reach))):
-        flipped_window = Window(window.kernel, (1, 1),
-                                tuple(r - p for r, p in zip(reach, window.padding)),
-                                window.dilation, (height, width))
-        grad_image = grad.reshape(images, *window.output, weight.shape[0])
-        rows = conv_forward(grad_image, weight_matrices(flipped_weight(weight, groups), groups),
-                            flipped_window)
-        return rows.reshape(input_shape)
-    return _col2im_of_product(grad, weight_matrices(weight, groups), input_shape, window)
+def conv2d_math(x, weight, bias, window: Window, groups: int):
+    """x (N, C, H, W), weight (O, C/g, kh, kw), bias (O,) or None -> out (N, O, ho, wo)."""
+    # out[n, o, y, x] = b[o] + sum_{c,i,j} W[o, c, i, j] xpad[n, c, y*s + i*d, x*s + j*d]
+    xp, padded = get_array_module(x), _padded(x, window, groups)
+    out = xp.zeros((x.shape[0], groups, weight.shape[0] // groups, *window.output), x.dtype)
+    for rows, cols, w_tap in _taps(weight, window, groups):
+        out += xp.einsum("goc,ngcyx->ngoyx", w_tap, padded[..., rows, cols], optimize=True)
+    out = out.reshape(x.shape[0], weight.shape[0], *window.output)
+    return out if bias is None else out + bias[:, None, None]
 
 
-def _col2im_of_product(grad: np.ndarray, matrices: np.ndarray, input_shape: tuple[int, ...],
-                       window: Window) -> np.ndarray:
+def conv2d_input_grad_math(grad, weight, input_shape: tuple[int, ...], window: Window,
+                           groups: int):
+    """dout (N, O, ho, wo) -> dx of input_shape (N, C, H, W)."""
+    # d out / d xpad[n, c, y*s + i*d, x*s + j*d] = W[o, c, i, j]: each tap adds W^T dout
+    # back where it read, and the padding's share is dropped
     xp = get_array_module(grad)
-    groups, rows, out_per_group = matrices.shape
-    images, height, width, channels = input_shape
-    pixels = window.output[0] * window.output[1]
-    dx = xp.empty(input_shape, grad.dtype)
-    for g, group in enumerate(_group_channels(channels, groups)):
-        grad_group = grad[:, g * out_per_group:(g + 1) * out_per_group]
-        for chunk in _image_chunks(images, pixels * rows * grad.itemsize, grad):
-            grad_rows = grad_group[chunk.start * pixels:chunk.stop * pixels]
-            shape = (chunk.stop - chunk.start, height, width, channels // groups)
-            if _is_pointwise(window, (height, width)) and groups == 1:  # col2im: a reshape
-                xp.matmul(grad_rows, matrices[0].T, out=dx[chunk].reshape(-1, channels))
-                continue
-            dcols = grad_rows @ matrices[g].T
-            if _is_pointwise(window, (height, width)):
-                dx[chunk, :, :, group] = dcols.reshape(shape)
-            elif groups == 1:
-                col2im(dcols, shape, window, out=dx[chunk])
-            else:
-                dx[chunk, :, :, group] = col2im(dcols, shape, window)
-    return dx
+    (top, bottom), (left, right) = padding_extents(window, input_shape[2:])
+    n, c, h, w = input_shape
+    dpadded = xp.zeros((n, groups, c // groups, top + h + bottom, left + w + right), grad.dtype)
+    grad = grad.reshape(n, groups, -1, *window.output)
+    for rows, cols, w_tap in _taps(weight, window, groups):
+        dpadded[..., rows, cols] += xp.einsum("goc,ngoyx->ngcyx", w_tap, grad, optimize=True)
+    return dpadded.reshape(n, c, *dpadded.shape[3:])[:, :, top:top + h, left:left + w]
 
 
-def conv_weight_grad(x: np.ndarray, grad: np.ndarray, groups: int,
-                     window: Window) -> np.ndarray:
-    """x (N, H, W, C), grad (N * ho * wo, O) -> (g, K, O/g) = im2col(x)^T @ grad."""
-    images, channels = x.shape[0], x.shape[3]
-    kernel_taps, pixels = window.kernel[0] * window.kernel[1], window.output[0] * window.output[1]
-    out_per_group = grad.shape[1] // groups
-    dw = get_array_module(x).zeros((groups, kernel_taps * channels // groups, out_per_group),
-                                   grad.dtype)
-    for g, group in enumerate(_group_channels(channels, groups)):
-        x_group = x if groups == 1 else x[..., group]
-        grad_group = grad[:, g * out_per_group:(g + 1) * out_per_group]
-        for chunk in _image_chunks(images, pixels * dw.shape[1] * x.itemsize, x):
-            cols = _columns(x_group[chunk], window)
-            dw[g] += cols.T @ grad_group[chunk.start * pixels:chunk.stop * pixels]
-    return dw
+def conv2d_weight_grad_math(x, grad, window: Window, groups: int):
+    """x (N, C, H, W), dout (N, O, ho, wo) -> dW (O, C/g, kh, kw)."""
+    # dW[o, c, i, j] = sum_{n,y,x} dout[n, o, y, x] xpad[n, c, y*s + i*d, x*s + j*d]
+    xp, padded = get_array_module(x), _padded(x, window, groups)
+    grad = grad.reshape(grad.shape[0], groups, -1, *window.output)
+    dw = xp.empty((groups, grad.shape[2], padded.shape[2], *window.kernel), grad.dtype)
+    for i in range(window.kernel[0]):
+        for j in range(window.kernel[1]):
+            rows, cols = tap_slices(window, i, j)
+            dw[..., i, j] = xp.einsum("ngoyx,ngcyx->goc", grad, padded[..., rows, cols],
+                                      optimize=True)
+    return dw.reshape(-1, *dw.shape[2:])
+
+
+def _run(op: str, math, *arrays, **params):
+    """The registered fast path of `op` for these arrays if there is one, else `math`."""
+    fast = registry.lookup(op, *arrays[:2])
+    return (math if fast is None else fast)(*arrays, **params)
 
 
 # ---- the ops ------------------------------------------------------------------------------
@@ -217,26 +132,22 @@ class Conv2d(Function):
     def __init__(self, window: Window, groups: int) -> None:
         self.window, self.groups = window, groups
 
-    def forward(self, x, weight, *bias):
+    def forward(self, x, weight, *bias):  # out = conv(x, W) + b
         self.save_for_backward(x, weight)
-        out = conv_forward(channels_last(x), weight_matrices(weight, self.groups), self.window)
-        if bias:
-            out += bias[0]
-        return channels_first(out.reshape(x.shape[0], *self.window.output, -1))
+        return _run("conv2d", conv2d_math, x, weight, bias[0] if bias else None,
+                    window=self.window, groups=self.groups)
 
-    def backward(self, grad):  # out = im2col(x) W + b: dx = col2im(g W^T), dW = im2col(x)^T g
+    def backward(self, grad):  # dx = conv^T(dout, W), dW = dout * x, db = sum dout
         x, weight = self.saved
-        grad_rows = channels_last(grad).reshape(-1, weight.shape[0])
+        geometry = dict(window=self.window, groups=self.groups)
         dx = dw = db = None
         if self.needs_input_grad[0]:
-            dx = channels_first(conv_input_grad(
-                grad_rows, weight, self.groups, (x.shape[0], *x.shape[2:], x.shape[1]),
-                self.window))
+            dx = _run("conv2d_input_grad", conv2d_input_grad_math, grad, weight, x.shape,
+                      **geometry)
         if self.needs_input_grad[1]:
-            matrices = conv_weight_grad(channels_last(x), grad_rows, self.groups, self.window)
-            dw = weight_from_matrices(matrices, self.window.kernel)
+            dw = _run("conv2d_weight_grad", conv2d_weight_grad_math, x, grad, **geometry)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
-            db = grad_rows.sum(axis=0)
+            db = grad.sum(axis=(0, 2, 3))
         return dx, dw, db
 
 
@@ -245,27 +156,22 @@ class ConvTranspose2d(Function):
         # `window` is that of the convolution this op transposes: output -> input.
         self.window, self.groups, self.output_shape = window, groups, output_shape
 
-    def forward(self, x, weight, *bias):
+    def forward(self, x, weight, *bias):  # out = conv^T(x, W) + b: a conv's input gradient
         self.save_for_backward(x, weight)
-        x_rows = channels_last(x).reshape(-1, x.shape[1])
-        out = conv_input_grad(x_rows, weight, self.groups, self.output_shape, self.window)
-        if bias:
-            out += bias[0]
-        return channels_first(out)
+        out = _run("conv2d_input_grad", conv2d_input_grad_math, x, weight, self.output_shape,
+                   window=self.window, groups=self.groups)
+        return out + bias[0][:, None, None] if bias else out
 
-    def backward(self, grad):  # out = col2im(x W^T): dx = im2col(g) W, dW = im2col(g)^T x
+    def backward(self, grad):  # dx = conv(dout, W), dW = x * dout (conv's roles swapped)
         x, weight = self.saved
-        grad_last = channels_last(grad)
+        geometry = dict(window=self.window, groups=self.groups)
         dx = dw = db = None
         if self.needs_input_grad[0]:
-            rows = conv_forward(grad_last, weight_matrices(weight, self.groups), self.window)
-            dx = channels_first(rows.reshape(x.shape[0], *x.shape[2:], x.shape[1]))
+            dx = _run("conv2d", conv2d_math, grad, weight, None, **geometry)
         if self.needs_input_grad[1]:
-            x_rows = channels_last(x).reshape(-1, x.shape[1])
-            matrices = conv_weight_grad(grad_last, x_rows, self.groups, self.window)
-            dw = weight_from_matrices(matrices, self.window.kernel)
+            dw = _run("conv2d_weight_grad", conv2d_weight_grad_math, grad, x, **geometry)
         if len(self.needs_input_grad) > 2 and self.needs_input_grad[2]:
-            db = grad_last.sum(axis=(0, 1, 2))
+            db = grad.sum(axis=(0, 2, 3))
         return dx, dw, db
 
 
@@ -353,4 +259,4 @@ def conv_transpose2d(x: Tensor, weight: Tensor, bias: Tensor | None = None, stri
     window = Window(kernel, stride, padding, dilation, tuple(x.shape[2:]))
     out_channels = weight.shape[1] * groups
     return ConvTranspose2d.apply(*operands, window=window, groups=int(groups),
-                                 output_shape=(x.shape[0], *out_hw, out_channels))
+                                 output_shape=(x.shape[0], out_channels, *out_hw))

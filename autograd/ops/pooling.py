@@ -12,8 +12,8 @@ import numpy as np
 
 from autograd.backend import get_array_module
 from autograd.function import Function
-from autograd.kernels.conv import Window, col2im, im2col
-from autograd.ops.conv import channels_first, channels_last, output_size, pair, positive_pair
+from autograd.kernels.conv import Window, channels_first, channels_last, col2im, im2col
+from autograd.ops.conv import output_size, pair, positive_pair
 from autograd.tensor import Tensor
 
 # ---- pooling ------------------------------------------------------------------------------
