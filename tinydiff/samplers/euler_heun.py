@@ -14,7 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
-from tinydiff.samplers.base import TIMESTEP_SPACINGS, SamplerStep, SigmaSampler, check_choice
+from tinydiff.options import PredictionType, TimestepSpacing, VarianceType
+from tinydiff.samplers.base import SamplerStep, SigmaSampler
 from tinydiff.schedules import NoiseSchedule
 
 
@@ -31,14 +32,13 @@ class EulerSampler(SigmaSampler):
         self,
         schedule: NoiseSchedule,
         num_inference_steps: int = 50,
-        prediction_type: str = "epsilon",
+        prediction_type: PredictionType | str = "epsilon",
         use_karras_sigmas: bool = False,
-        timestep_spacing: str = "linspace",
-        variance_type: str | None = None,
+        timestep_spacing: TimestepSpacing | str = "linspace",
+        variance_type: VarianceType | str | None = None,
     ) -> None:
-        super().__init__(schedule, prediction_type, variance_type)
-        check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
-        self.set_sigma_timesteps(num_inference_steps, timestep_spacing, use_karras_sigmas)
+        super().__init__(schedule, prediction_type, variance_type, timestep_spacing)
+        self.set_sigma_timesteps(num_inference_steps, use_karras_sigmas)
 
     def step(
         self,
@@ -76,19 +76,18 @@ class HeunSampler(SigmaSampler):
         self,
         schedule: NoiseSchedule,
         num_inference_steps: int = 50,
-        prediction_type: str = "epsilon",
+        prediction_type: PredictionType | str = "epsilon",
         use_karras_sigmas: bool = False,
         clip_sample: bool = False,
         clip_sample_range: float = 1.0,
-        timestep_spacing: str = "linspace",
-        variance_type: str | None = None,
+        timestep_spacing: TimestepSpacing | str = "linspace",
+        variance_type: VarianceType | str | None = None,
     ) -> None:
-        super().__init__(schedule, prediction_type, variance_type)
-        check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
+        super().__init__(schedule, prediction_type, variance_type, timestep_spacing)
         if not clip_sample_range > 0:
             raise ValueError(f"clip_sample_range must be > 0, got {clip_sample_range}")
         self.clip_sample, self.clip_sample_range = bool(clip_sample), float(clip_sample_range)
-        self.set_sigma_timesteps(num_inference_steps, timestep_spacing, use_karras_sigmas)
+        self.set_sigma_timesteps(num_inference_steps, use_karras_sigmas)
         # [s0, s1, s1, ..., s_{n-1}, s_{n-1}, 0] and [t0, t1, t1, ..., t_{n-1}, t_{n-1}]
         self.sigmas = np.concatenate([self.sigmas[:1], np.repeat(self.sigmas[1:-1], 2),
                                       self.sigmas[-1:]])

@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from tinydiff.options import PredictionType, TimestepSpacing, VarianceType
 from tinydiff.samplers.base import (
-    TIMESTEP_SPACINGS,
     SamplerStep,
     SigmaSampler,
     alpha_sigma_of,
@@ -42,7 +42,7 @@ class UniPCSampler(SigmaSampler):
         schedule: NoiseSchedule,
         num_inference_steps: int = 20,
         solver_order: int = 2,
-        prediction_type: str = "epsilon",
+        prediction_type: PredictionType | str = "epsilon",
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
@@ -51,20 +51,18 @@ class UniPCSampler(SigmaSampler):
         disable_corrector: tuple[int, ...] = (),
         use_karras_sigmas: bool = False,
         final_sigmas_type: str = "zero",
-        timestep_spacing: str = "linspace",
-        variance_type: str | None = None,
+        timestep_spacing: TimestepSpacing | str = "linspace",
+        variance_type: VarianceType | str | None = None,
     ) -> None:
-        super().__init__(schedule, prediction_type, variance_type)
+        super().__init__(schedule, prediction_type, variance_type, timestep_spacing)
         self.solver_order = check_solver_order(solver_order)
         check_choice("solver_type", solver_type, SOLVER_TYPES)
-        check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
         self.solver_type = solver_type
         self.lower_order_final = bool(lower_order_final)
         self.disable_corrector = tuple(int(i) for i in disable_corrector)
         self._check_thresholding(thresholding, dynamic_thresholding_ratio, sample_max_value)
         final_sigma = self._check_final_sigmas_type(final_sigmas_type)
-        self.set_solver_timesteps(num_inference_steps, timestep_spacing, use_karras_sigmas,
-                                  final_sigma)
+        self.set_solver_timesteps(num_inference_steps, use_karras_sigmas, final_sigma)
         self.reset()
 
     def reset(self) -> None:
