@@ -96,11 +96,14 @@ class DPMSolverMultistepSampler(SigmaSampler):
         generator: np.random.Generator | None = None,
         classifier_gradient: np.ndarray | None = None,
     ) -> SamplerStep:
+        # 1. the step index: from sigmas[i] to sigmas[i + 1]
         i = self.begin_step(t)
-        # 1. the data prediction x0_theta(x_t, t) (DPM-Solver++, eq. 9), kept as history
+        # 2. DPM-Solver++'s data prediction x0_theta(x_t, t) = (x_t - sigma_t eps) / alpha_t
+        #    (guided / thresholded where asked), kept as the multistep history
         x0 = self.data_prediction(model_output, x_t, float(self.sigmas[i]), classifier_gradient)
         self.model_outputs = (self.model_outputs + [x0])[-self.solver_order:]
-        # 2. one step of the order available (warm-up, lower_order_final)
+        # 3. one update of the order available (warm-up, lower_order_final): DPM-Solver++(1)
+        #    (= DDIM), 2M (algorithm 2) or 3M
         order = self.order_at(i)
         if order == 1:
             prev_sample = self.first_order_update(x_t, i)

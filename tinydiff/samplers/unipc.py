@@ -79,21 +79,23 @@ class UniPCSampler(SigmaSampler):
         generator: np.random.Generator | None = None,
         classifier_gradient: np.ndarray | None = None,
     ) -> SamplerStep:
+        # 1. the step index: from sigmas[i] to sigmas[i + 1]
         i = self.begin_step(t)
-        # 1. the data prediction at this step
+        # 2. the data prediction x0 = (x_t - sigma_t eps) / alpha_t at this step
         x0 = self.data_prediction(model_output, x_t, float(self.sigmas[i]), classifier_gradient)
-        # 2. UniC: correct x_t, the previous step's prediction, with this model output
+        # 3. UniC (algorithm 2): correct x_t, the previous step's prediction, with this model
+        #    output
         if i > 0 and (i - 1) not in self.disable_corrector and self.last_sample is not None:
             x_t = self.corrector_update(x0, self.last_sample, x_t, i, self.this_order)
         self.model_outputs = (self.model_outputs + [x0])[-self.solver_order:]
-        # 3. the order: warm-up from the history, lower at the end (lower_order_final)
+        # 4. the order: warm-up from the history, lower at the end (lower_order_final)
         order = self.solver_order
         if self.lower_order_final:
             order = min(order, len(self.timesteps) - i)
         self.this_order = min(order, len(self.model_outputs))
         if self.sigmas[i + 1] == 0:  # to the clean sample: the first-order limit, x0
             self.this_order = 1
-        # 4. UniP: predict the next sample
+        # 5. UniP (algorithm 1): predict the next sample
         self.last_sample = x_t
         return SamplerStep(self.predictor_update(x_t, i, self.this_order), x0)
 
