@@ -237,8 +237,9 @@ class TorchTrainer:
         labels = np.where(rng.random(len(index)) < config.label_dropout, 10, self.labels[index])
         t = rng.integers(0, config.num_train_timesteps, len(index))
         noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
-        abar = torch.from_numpy(self.alphas_cumprod[t].astype(np.float32))[:, None, None, None]
-        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * noise
+        alphas_cumprod_t = torch.from_numpy(
+            self.alphas_cumprod[t].astype(np.float32))[:, None, None, None]
+        x_t = alphas_cumprod_t.sqrt() * x0 + (1 - alphas_cumprod_t).sqrt() * noise
         snr = self.alphas_cumprod[t] / (1 - self.alphas_cumprod[t])
         weights = torch.from_numpy((np.minimum(snr, config.snr_gamma) / snr).astype(np.float32))
         per_sample = ((self.model(x_t, t, labels) - noise) ** 2).mean(dim=(1, 2, 3))
@@ -255,8 +256,8 @@ class TorchTrainer:
 
 
 def ours_plain_step(model, optimizer, x0, t, noise, alphas_cumprod) -> None:
-    abar = alphas_cumprod[t].astype(np.float32)[:, None, None, None]
-    x_t = autograd.tensor(np.sqrt(abar) * x0 + np.sqrt(1 - abar) * noise)
+    alphas_cumprod_t = alphas_cumprod[t].astype(np.float32)[:, None, None, None]
+    x_t = autograd.tensor(np.sqrt(alphas_cumprod_t) * x0 + np.sqrt(1 - alphas_cumprod_t) * noise)
     loss = ad_F.mse_loss(model(x_t, t), autograd.tensor(noise))
     optimizer.zero_grad()
     loss.backward()
@@ -264,8 +265,8 @@ def ours_plain_step(model, optimizer, x0, t, noise, alphas_cumprod) -> None:
 
 
 def torch_plain_step(model, optimizer, x0, t, noise, alphas_cumprod) -> None:
-    abar = alphas_cumprod[t].astype(np.float32)[:, None, None, None]
-    x_t = torch.from_numpy(np.sqrt(abar) * x0 + np.sqrt(1 - abar) * noise)
+    alphas_cumprod_t = alphas_cumprod[t].astype(np.float32)[:, None, None, None]
+    x_t = torch.from_numpy(np.sqrt(alphas_cumprod_t) * x0 + np.sqrt(1 - alphas_cumprod_t) * noise)
     loss = torch_F.mse_loss(model(x_t, t), torch.from_numpy(noise))
     optimizer.zero_grad()
     loss.backward()

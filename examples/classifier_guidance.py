@@ -3,14 +3,14 @@
     python examples/classifier_guidance.py --ckpt runs/default/ckpt.npz \
         [--classifier noisy-classifier.npz] [--n 256] [--steps 20] [--out classifier-guidance.png]
 
-Classifier guidance (Dhariwal & Nichol 2021) asks the diffusion model for no digit (its
-null label) and pushes every DDIM step along s * grad_x log p(y | x_t, t) of a classifier
-trained on noised images: eps_hat = eps - sqrt(1 - abar_t) s grad. Classifier-free guidance
-mixes the model's own conditional and unconditional predictions with weight w. Scale 0 of
-either is the same unconditional model, so that row is sampled once. Every setting starts
-from the same noise, asks for the digits 0-9 in turn, and is scored by tinydiff.eval
-(MNIST-FID, confidence, fraction classified as the requested digit, per digit too). The
-figure has one row per setting, the digits 0-9 as columns.
+Classifier guidance (Dhariwal & Nichol 2021) asks the diffusion model for no digit (its null
+label) and pushes every DDIM step along s * grad_x log p(y | x_t, t) of a classifier trained
+on noised images: eps_hat = eps - sqrt_one_minus_alphas_cumprod_t s grad. Classifier-free
+guidance mixes the model's own conditional and unconditional predictions with weight w.
+Scale 0 of either is the same unconditional model, so that row is sampled once. Every
+setting starts from the same noise, asks for the digits 0-9 in turn, and is scored by
+tinydiff.eval (MNIST-FID, confidence, fraction classified as the requested digit, per digit
+too). The figure has one row per setting, the digits 0-9 as columns.
 
 The noise-aware classifier is loaded from --classifier, or trained there when missing.
 """

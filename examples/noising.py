@@ -2,8 +2,9 @@
 
     python examples/noising.py [--out noising.png]
 
-Each row is one digit; columns are x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps for
-growing t under the linear schedule. By t = 999 almost nothing of the digit is left.
+Each row is one digit; columns are x_t = sqrt_alphas_cumprod_t x_0 +
+sqrt_one_minus_alphas_cumprod_t eps for growing t under the linear schedule. By t = 999
+almost nothing of the digit is left.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ def main(argv: list[str] | None = None) -> Path:
     for t in timesteps:
         noise = generator.standard_normal(images.shape).astype(np.float32)
         columns.append(q_sample(schedule, images, np.full(len(images), t), noise))
-        print(f"t={t:4d}  sqrt(abar)={schedule.sqrt_alphas_cumprod[t]:.3f}  "
-              f"sqrt(1-abar)={schedule.sqrt_one_minus_alphas_cumprod[t]:.3f}")
+        print(f"t={t:4d}  sqrt_alphas_cumprod={schedule.sqrt_alphas_cumprod[t]:.3f}  "
+              f"sqrt_one_minus_alphas_cumprod="
+              f"{schedule.sqrt_one_minus_alphas_cumprod[t]:.3f}")
     grid = np.stack(columns, axis=1).reshape(-1, *images.shape[1:])  # rows: digits
     path = save_image_grid(grid, args.out, nrow=len(timesteps))
     print(f"saved {path}")

@@ -2,8 +2,9 @@
 
     python examples/schedules.py [--out schedules.png]
 
-Plots sqrt(abar_t) (signal) and sqrt(1 - abar_t) (noise) for the linear, scaled-linear,
-cosine (squaredcos_cap_v2) and sigmoid schedules, and prints where each crosses SNR = 1.
+Plots sqrt_alphas_cumprod (signal) and sqrt_one_minus_alphas_cumprod (noise) for the linear,
+scaled-linear, cosine (squaredcos_cap_v2) and sigmoid schedules, and prints where each
+crosses SNR = 1.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> Path:
     for name, schedule in schedules.items():
         crossing = int(np.argmax(schedule.snr < 1))
         print(f"{name:<14} SNR falls below 1 at t={crossing:4d}; "
-              f"final sqrt(abar)={schedule.sqrt_alphas_cumprod[-1]:.4f}")
+              f"final sqrt_alphas_cumprod={schedule.sqrt_alphas_cumprod[-1]:.4f}")
     path = plot_schedules(schedules, args.out)
     print(f"saved {path}")
     return path

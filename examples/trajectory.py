@@ -2,10 +2,10 @@
 
     python examples/trajectory.py --ckpt runs/default/ckpt.npz [--steps 50] [--out trajectory.png]
 
-DDIM from pure noise x_T to x_0: for a few samples, the top row of each pair is x_t and
-the bottom row the model's current guess of the clean image, x0 = (x_t - sqrt(1 - abar)
-eps) / sqrt(abar). The guess settles on a digit long before the noise is gone; the last
-steps only sharpen it.
+DDIM from pure noise x_T to x_0: for a few samples, the top row of each pair is x_t and the
+bottom row the model's current guess of the clean image, x0 = (x_t -
+sqrt_one_minus_alphas_cumprod_t eps) / sqrt_alphas_cumprod_t. The guess settles on a digit
+long before the noise is gone; the last steps only sharpen it.
 """
 
 from __future__ import annotations

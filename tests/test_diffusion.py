@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinydiff.diffusion import (
-    PREDICTION_TYPES,
     convert_prediction,
     discretized_gaussian_log_likelihood,
     gather,
@@ -28,10 +27,11 @@ from tinydiff.diffusion import (
     training_loss,
     variational_bound,
 )
-from tinydiff.schedules import BETA_SCHEDULES, NoiseSchedule
+from tinydiff.options import BetaSchedule, PredictionType
+from tinydiff.schedules import NoiseSchedule
 
 SCHEDULE = NoiseSchedule(50)
-schedule_names = st.sampled_from(BETA_SCHEDULES)
+schedule_names = st.sampled_from(BetaSchedule.values())
 
 
 def batch_and_timesteps(schedule, seed, shape=(6, 2, 3), dtype=np.float64):
@@ -117,15 +117,15 @@ def test_posterior_at_t0_is_the_data() -> None:
 @given(
     name=schedule_names,
     seed=st.integers(0, 2**32 - 1),
-    from_type=st.sampled_from(PREDICTION_TYPES),
-    to_type=st.sampled_from(PREDICTION_TYPES),
+    from_type=st.sampled_from(PredictionType.values()),
+    to_type=st.sampled_from(PredictionType.values()),
 )
 def test_conversions_round_trip(name: str, seed: int, from_type: str, to_type: str) -> None:
     schedule = NoiseSchedule(1000, beta_schedule=name)
     x0, eps, _ = batch_and_timesteps(schedule, seed, shape=(1000, 3))
     t = np.arange(1000)  # every timestep
     x_t = q_sample(schedule, x0, t, eps)
-    truth = {p: prediction_target(schedule, x0, eps, t, p) for p in PREDICTION_TYPES}
+    truth = {p: prediction_target(schedule, x0, eps, t, p) for p in PredictionType.values()}
     converted = convert_prediction(schedule, x_t, t, truth[from_type], from_type, to_type)
     np.testing.assert_allclose(converted, truth[to_type], rtol=1e-9, atol=1e-9)
     back = convert_prediction(schedule, x_t, t, converted, to_type, from_type)
@@ -147,10 +147,10 @@ def test_float32_stays_float32() -> None:
     x0, eps, t = batch_and_timesteps(SCHEDULE, 3, dtype=np.float32)
     x_t = q_sample(SCHEDULE, x0, t, eps)
     assert x_t.dtype == np.float32
-    for p in PREDICTION_TYPES:
+    for p in PredictionType.values():
         target = prediction_target(SCHEDULE, x0, eps, t, p)
         assert target.dtype == np.float32
-        for q in PREDICTION_TYPES:
+        for q in PredictionType.values():
             assert convert_prediction(SCHEDULE, x_t, t, target, p, q).dtype == np.float32
     assert all(a.dtype == np.float32 for a in q_posterior(SCHEDULE, x0, x_t, t))
     for weighting in ("uniform", "min_snr"):
@@ -163,7 +163,7 @@ def test_float32_stays_float32() -> None:
 # ----------------------------------------------------------------------------- training loss
 
 
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+@pytest.mark.parametrize("prediction_type", PredictionType.values())
 @pytest.mark.parametrize("weighting", ["uniform", "min_snr"])
 def test_training_loss_matches_manual_computation(prediction_type: str, weighting: str) -> None:
     schedule = NoiseSchedule(100, rescale_betas_zero_snr=True)

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinydiff.diffusion import PREDICTION_TYPES, prediction_target
+from tinydiff.diffusion import prediction_target
 from tinydiff.models import timestep_embedding
+from tinydiff.options import PredictionType
 from tinydiff.samplers import (
     SAMPLERS,
     DDIMSampler,
@@ -146,7 +147,7 @@ def test_solvers_converge_on_gaussian_data_at_their_order(name, options, order):
         assert np.mean(rates) > 1.3 and errors[-1] < 0.03, (errors, rates)
 
 
-@given(steps=st.integers(2, 30), prediction_type=st.sampled_from(PREDICTION_TYPES),
+@given(steps=st.integers(2, 30), prediction_type=st.sampled_from(PredictionType.values()),
        spacing=st.sampled_from(["leading", "trailing", "linspace"]))
 @settings(max_examples=15)
 def test_dpm_solver_order_one_is_ddim(steps, prediction_type, spacing):
@@ -186,7 +187,7 @@ def test_model_calls_are_what_the_table_says(name, steps):
 
 
 @pytest.mark.parametrize("name", ["dpmsolver++", "unipc", "euler", "heun"])
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+@pytest.mark.parametrize("prediction_type", PredictionType.values())
 def test_every_prediction_type_gives_the_same_samples(name, prediction_type):
     schedule = NoiseSchedule(1000)
     x_T = np.random.default_rng(1).standard_normal((4, 1))

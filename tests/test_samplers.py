@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinydiff.diffusion import PREDICTION_TYPES, prediction_target, q_posterior, q_sample
+from tinydiff.diffusion import prediction_target, q_posterior, q_sample
+from tinydiff.options import PredictionType, TimestepSpacing
 from tinydiff.samplers import (
-    TIMESTEP_SPACINGS,
     DDIMSampler,
     DDPMSampler,
     ddim_invert,
@@ -38,7 +38,7 @@ def constant_output_model(output):
 # ----------------------------------------------------------------------------- timesteps
 
 
-@pytest.mark.parametrize("spacing", TIMESTEP_SPACINGS)
+@pytest.mark.parametrize("spacing", TimestepSpacing.values())
 @pytest.mark.parametrize("steps", [7, 10, 50])
 def test_timesteps_match_diffusers(spacing: str, steps: int) -> None:
     expected = REFERENCE[f"timesteps/{spacing}_{steps}"]
@@ -48,7 +48,7 @@ def test_timesteps_match_diffusers(spacing: str, steps: int) -> None:
 @given(
     num_train_timesteps=st.integers(1, 3000),
     fraction=st.floats(0, 1),
-    spacing=st.sampled_from(TIMESTEP_SPACINGS),
+    spacing=st.sampled_from(TimestepSpacing.values()),
 )
 def test_any_number_of_steps_works(num_train_timesteps: int, fraction: float, spacing: str) -> None:
     steps = max(1, round(fraction * num_train_timesteps))
@@ -69,7 +69,7 @@ def test_previous_timestep_comes_from_the_array() -> None:
     timesteps = list(sampler.timesteps)  # [999, 856, 713, 570, 428, 285, 142]: uneven gaps
     for current, following in zip(timesteps, timesteps[1:] + [-1]):
         assert sampler.previous_timestep(current) == following
-    assert sampler.alpha_bars(142)[1] == 1.0
+    assert sampler.alphas_cumprod_at(142)[1] == 1.0
     with pytest.raises(ValueError, match="not in this sampler"):
         sampler.previous_timestep(500)
 
@@ -111,8 +111,8 @@ def oracle_setup(prediction_type: str, t: int, schedule: NoiseSchedule, seed: in
     return x0, noise, x_t, prediction_target(schedule, x0, noise, t_batch, prediction_type)
 
 
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
-@pytest.mark.parametrize("spacing", TIMESTEP_SPACINGS)
+@pytest.mark.parametrize("prediction_type", PredictionType.values())
+@pytest.mark.parametrize("spacing", TimestepSpacing.values())
 def test_oracle_ddim_step_lands_on_the_forward_process(prediction_type: str, spacing: str) -> None:
     schedule = NoiseSchedule(100, beta_schedule="squaredcos_cap_v2")
     sampler = DDIMSampler(schedule, 7, spacing, prediction_type=prediction_type, clip_sample=False)
@@ -135,7 +135,7 @@ def respaced_posterior(schedule, x0, x_t, t, prev):
     return (prior_mean / prior_var + math.sqrt(alpha) * x_t / beta) / precision, 1 / precision, beta
 
 
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+@pytest.mark.parametrize("prediction_type", PredictionType.values())
 @pytest.mark.parametrize("variance_type", ["fixed_small", "fixed_large"])
 @pytest.mark.parametrize("num_inference_steps", [None, 7])
 def test_oracle_ddpm_step_samples_the_posterior(
@@ -237,7 +237,7 @@ def test_samples_of_gaussian_oracle_have_the_data_statistics(sampler: str, optio
 
 
 @pytest.mark.parametrize("sampler", ["ddpm", "ddim"])
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+@pytest.mark.parametrize("prediction_type", PredictionType.values())
 def test_float32_is_kept(sampler: str, prediction_type: str) -> None:
     schedule = NoiseSchedule(20)
 
@@ -405,7 +405,7 @@ def test_ddim_inversion_with_noise_oracle_is_exact() -> None:
     np.testing.assert_allclose(x_T, q_sample(schedule, x0, np.full(5, 999), noise), atol=1e-12)
 
 
-@pytest.mark.parametrize("prediction_type", PREDICTION_TYPES)
+@pytest.mark.parametrize("prediction_type", PredictionType.values())
 def test_ddim_inversion_round_trips(prediction_type: str) -> None:
     schedule = NoiseSchedule(1000)
     x_T = np.random.default_rng(0).standard_normal((4, 1, 3))

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tinydiff.options import BetaSchedule
 from tinydiff.plots import plot_schedules
-from tinydiff.schedules import BETA_SCHEDULES, NoiseSchedule, rescale_zero_terminal_snr
+from tinydiff.schedules import NoiseSchedule, rescale_zero_terminal_snr
 
 REFERENCE = np.load(Path(__file__).parent / "reference" / "diffusers_schedules.npz")
 
@@ -40,7 +41,7 @@ def test_matches_diffusers_reference(case: str) -> None:
     )
 
 
-schedule_names = st.sampled_from(BETA_SCHEDULES)
+schedule_names = st.sampled_from(BetaSchedule.values())
 lengths = st.integers(min_value=2, max_value=4000)
 
 

@@ -21,6 +21,7 @@ from tinydiff.cli_checks import (
     given_destinations,
     resume_conflicts,
 )
+from tinydiff.diffusion import LOSS_WEIGHTINGS
 from tinydiff.latent import (
     LatentPipeline,
     decode_latents,
@@ -29,7 +30,9 @@ from tinydiff.latent import (
     resume_latent_trainer,
     sidecar_path,
 )
+from tinydiff.options import BetaSchedule, PredictionType, TimestepSpacing, VarianceType
 from tinydiff.samplers import DEFAULT_GUIDANCE, SAMPLER_CLASSES, SAMPLERS
+from tinydiff.timestep_sampling import TIMESTEP_SAMPLERS
 from tinydiff.training import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -144,22 +147,23 @@ def add_train_parser(commands) -> None:
                    help="max gradient norm; 0 disables clipping")
     p.add_argument("--ema-power", type=positive_float, default=DEFAULTS.ema_power,
                    help="EMA warm-up power (2/3 short runs, 3/4 long runs)")
-    p.add_argument("--prediction-type", choices=["epsilon", "sample", "v_prediction"],
-                   default=DEFAULTS.prediction_type)
-    p.add_argument("--loss-weighting", choices=["uniform", "min_snr"],
+    p.add_argument("--prediction-type", choices=PredictionType.values(),
+                   default=DEFAULTS.prediction_type.value)
+    p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS,
                    default=DEFAULTS.loss_weighting)
     p.add_argument("--snr-gamma", type=positive_float, default=DEFAULTS.snr_gamma)
-    p.add_argument("--variance-type", choices=["fixed_small", "learned_range"],
-                   default=DEFAULTS.variance_type,
+    p.add_argument("--variance-type", choices=VarianceType.values(),
+                   default=DEFAULTS.variance_type.value,
                    help="learned_range: learn the reverse variance with the hybrid loss "
-                   "(improved DDPM); sampling with DDPM then uses it")
+                   "(improved DDPM); sampling with DDPM then uses it (fixed_small / "
+                   "fixed_large: DDPM samples with beta tilde / beta; default %(default)s)")
     p.add_argument("--vlb-weight", type=non_negative_float, default=DEFAULTS.vlb_weight,
                    help="lambda of the hybrid loss L_simple + lambda L_vlb (default %(default)s)")
-    p.add_argument("--timestep-sampler", choices=["uniform", "loss-second-moment"],
+    p.add_argument("--timestep-sampler", choices=TIMESTEP_SAMPLERS,
                    default=DEFAULTS.timestep_sampler,
                    help="importance sampling of t by the loss history (default %(default)s)")
-    p.add_argument("--beta-schedule", default=DEFAULTS.beta_schedule,
-                   choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"])
+    p.add_argument("--beta-schedule", default=DEFAULTS.beta_schedule.value,
+                   choices=BetaSchedule.values())
     p.add_argument("--class-conditional", action=argparse.BooleanOptionalAction,
                    default=DEFAULTS.class_conditional,
                    help="condition on digit labels, dropped at --label-dropout for "
@@ -200,7 +204,7 @@ def add_sampler_arguments(p: argparse.ArgumentParser, default_steps: int) -> Non
                    help="dpmsolver++ / unipc: solver order (default 2)")
     p.add_argument("--karras", action="store_true",
                    help="dpmsolver++ / unipc / euler / heun: Karras et al. sigmas")
-    p.add_argument("--spacing", choices=["leading", "trailing", "linspace"],
+    p.add_argument("--spacing", choices=TimestepSpacing.values(),
                    help="timestep spacing (default: the sampler's, as in diffusers)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -273,9 +277,11 @@ def add_eval_parser(commands) -> None:
 
 def add_plot_schedule_parser(commands) -> None:
     p = commands.add_parser("plot-schedule", help="plot noise schedules",
-                            description="Plot sqrt(alpha_bar) and sqrt(1 - alpha_bar).")
-    p.add_argument("--schedules", nargs="+", default=["linear", "squaredcos_cap_v2"],
-                   choices=["linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid"])
+                            description="Plot sqrt(alphas_cumprod) and "
+                            "sqrt(1 - alphas_cumprod).")
+    p.add_argument("--schedules", nargs="+",
+                   default=[BetaSchedule.LINEAR.value, BetaSchedule.SQUAREDCOS_CAP_V2.value],
+                   choices=BetaSchedule.values())
     p.add_argument("--timesteps", type=positive_int, default=1000)
     p.add_argument("--out", type=Path, default=Path("schedules.png"))
     p.set_defaults(run=run_plot_schedule)

@@ -23,39 +23,26 @@ import numpy as np
 import autograd
 from autograd.backend import CPU, device_of, get_array_module, is_floating, to_device
 from autograd.tensor import Tensor, as_array
+from tinydiff.options import PredictionType, VarianceType
 from tinydiff.schedules import NoiseSchedule
 
-PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-# learned_range: the model outputs twice the channels, the prediction then v (see
-# `learned_range_log_variance`), as improved-diffusion's learn_sigma and diffusers' scheduler.
-VARIANCE_TYPES = ("fixed_small", "fixed_large", "learned_range")
 LOSS_WEIGHTINGS = ("uniform", "min_snr")
 
 
 # ----------------------------------------------------------------------------- validation
+# The options (`tinydiff.options`) are parsed where a sampler or a TrainConfig is built; the
+# functions here take a member or its string and dispatch on it, an unknown one failing in
+# the dispatch with the option's own message.
 
 
-def check_prediction_type(prediction_type: str) -> None:
-    if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(
-            f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}"
-        )
+def learns_variance(variance_type: VarianceType | str) -> bool:
+    """Whether a model of this variance type outputs variance channels after the prediction
+    (learned_range: the prediction, then v; see `learned_range_log_variance`)."""
+    return VarianceType.parse(variance_type).learned
 
 
-def check_variance_type(variance_type: str) -> None:
-    if variance_type not in VARIANCE_TYPES:
-        raise ValueError(
-            f"unknown variance_type {variance_type!r}; expected one of {VARIANCE_TYPES}"
-        )
-
-
-def learns_variance(variance_type: str) -> bool:
-    """Whether a model of this variance type outputs variance channels after the prediction."""
-    check_variance_type(variance_type)
-    return variance_type == "learned_range"
-
-
-def split_model_output(output: Any, x: np.ndarray, variance_type: str) -> tuple[Any, Any]:
+def split_model_output(output: Any, x: np.ndarray,
+                       variance_type: VarianceType | str) -> tuple[Any, Any]:
     """(prediction (N, C, ...), variance values (N, C, ...) or None) of a model output.
 
     A learned-variance model outputs (N, 2C, ...): the prediction channels, then v."""
@@ -66,7 +53,7 @@ def split_model_output(output: Any, x: np.ndarray, variance_type: str) -> tuple[
     if shape_of(output) != expected:
         raise ValueError(f"model output has shape {shape_of(output)}, expected {expected}"
                          f" (prediction and variance channels for variance_type "
-                         f"{variance_type!r})")
+                         f"'{variance_type}')")
     channels = x.shape[1]
     return output[:, :channels], output[:, channels:]
 
@@ -122,7 +109,8 @@ def gather(values: np.ndarray, t: np.ndarray, like: Any) -> np.ndarray:
 def q_sample(
     schedule: NoiseSchedule, x0: np.ndarray, t: np.ndarray, noise: np.ndarray
 ) -> np.ndarray:
-    """Draw x_t ~ q(x_t | x_0) = N(sqrt(abar_t) x0, (1 - abar_t) I) using the given noise."""
+    """Draw x_t ~ q(x_t | x_0) = N(sqrt_alphas_cumprod_t x0, (1 - alphas_cumprod_t) I) (Ho et al.
+    2020, eq. 4) using the given noise."""
     t = check_timesteps(schedule, t, x0)
     _check_same_shape("noise", noise, x0)
     return (
@@ -143,7 +131,8 @@ def q_mean_variance(
 def q_posterior(
     schedule: NoiseSchedule, x0: np.ndarray, x_t: np.ndarray, t: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean (N, ...), variance and clipped log-variance (N, 1, ..., 1) of q(x_{t-1} | x_t, x_0)."""
+    """Mean (N, ...), variance and clipped log-variance (N, 1, ..., 1) of q(x_{t-1} | x_t, x_0)
+    (Ho et al. 2020, eq. 6-7)."""
     t = check_timesteps(schedule, t, x_t)
     _check_same_shape("x0", x0, x_t)
     mean = (
@@ -159,7 +148,8 @@ def q_posterior(
 
 
 def x0_and_eps_from_output(
-    model_output: Any, x_t: Any, alpha_t: Any, sigma_t: Any, prediction_type: str
+    model_output: Any, x_t: Any, alpha_t: Any, sigma_t: Any,
+    prediction_type: PredictionType | str,
 ) -> tuple[Any, Any]:
     """(x0, eps) implied by a model output at x_t = alpha_t x0 + sigma_t eps (variance
     preserving: alpha_t^2 + sigma_t^2 = 1): the conversion every sampler uses.
@@ -168,18 +158,19 @@ def x0_and_eps_from_output(
     (x_t - sigma_t eps) / alpha_t; sample: eps = (x_t - alpha_t x0) / sigma_t; v_prediction
     (v = alpha_t eps - sigma_t x0): x0 = alpha_t x_t - sigma_t v, eps = sigma_t x_t + alpha_t v.
     """
-    check_prediction_type(prediction_type)
     if isinstance(alpha_t, float):  # scalars in the batch's dtype (no silent promotion)
         alpha_t, sigma_t = x_t.dtype.type(alpha_t), x_t.dtype.type(sigma_t)
-    if prediction_type == "epsilon":
+    if prediction_type == PredictionType.EPSILON:
         eps = model_output
         x0 = (x_t - sigma_t * eps) / alpha_t
-    elif prediction_type == "sample":
+    elif prediction_type == PredictionType.SAMPLE:
         x0 = model_output
         eps = (x_t - alpha_t * x0) / sigma_t
-    else:
+    elif prediction_type == PredictionType.V_PREDICTION:
         x0 = alpha_t * x_t - sigma_t * model_output
         eps = sigma_t * x_t + alpha_t * model_output
+    else:
+        raise PredictionType.unknown(prediction_type)
     return x0, eps
 
 
@@ -188,16 +179,15 @@ def predict_x0_and_eps(
     x_t: np.ndarray,
     t: np.ndarray,
     model_output: np.ndarray,
-    prediction_type: str,
+    prediction_type: PredictionType | str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(x0, eps) implied by a model output of the given prediction type at (x_t, t)."""
-    check_prediction_type(prediction_type)
     t = check_timesteps(schedule, t, x_t)
     _check_same_shape("model_output", model_output, x_t)
-    sqrt_abar = gather(schedule.sqrt_alphas_cumprod, t, x_t)
-    sqrt_one_minus_abar = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x_t)
-    return x0_and_eps_from_output(model_output, x_t, sqrt_abar, sqrt_one_minus_abar,
-                                  prediction_type)
+    sqrt_alphas_cumprod_t = gather(schedule.sqrt_alphas_cumprod, t, x_t)
+    sqrt_one_minus_alphas_cumprod_t = gather(schedule.sqrt_one_minus_alphas_cumprod, t, x_t)
+    return x0_and_eps_from_output(model_output, x_t, sqrt_alphas_cumprod_t,
+                                  sqrt_one_minus_alphas_cumprod_t, prediction_type)
 
 
 def prediction_target(
@@ -205,14 +195,16 @@ def prediction_target(
     x0: np.ndarray,
     eps: np.ndarray,
     t: np.ndarray,
-    prediction_type: str,
+    prediction_type: PredictionType | str,
 ) -> np.ndarray:
-    """The quantity a model of the given prediction type should output for (x0, eps) at t."""
-    check_prediction_type(prediction_type)
-    if prediction_type == "epsilon":
+    """The quantity a model of the given prediction type should output for (x0, eps) at t:
+    eps, x0, or v = sqrt_alphas_cumprod_t eps - sqrt_one_minus_alphas_cumprod_t x0."""
+    if prediction_type == PredictionType.EPSILON:
         return eps
-    if prediction_type == "sample":
+    if prediction_type == PredictionType.SAMPLE:
         return x0
+    if prediction_type != PredictionType.V_PREDICTION:
+        raise PredictionType.unknown(prediction_type)
     t = check_timesteps(schedule, t, x0)
     return (
         gather(schedule.sqrt_alphas_cumprod, t, x0) * eps
@@ -225,11 +217,10 @@ def convert_prediction(
     x_t: np.ndarray,
     t: np.ndarray,
     value: np.ndarray,
-    from_type: str,
-    to_type: str,
+    from_type: PredictionType | str,
+    to_type: PredictionType | str,
 ) -> np.ndarray:
     """Convert a prediction at (x_t, t) between `epsilon`, `sample` (x0) and `v_prediction`."""
-    check_prediction_type(to_type)
     x0, eps = predict_x0_and_eps(schedule, x_t, t, value, from_type)
     return prediction_target(schedule, x0, eps, t, to_type)
 
@@ -237,21 +228,23 @@ def convert_prediction(
 # ----------------------------------------------------------------------------- training loss
 
 
-def min_snr_weights(snr: np.ndarray, gamma: float, prediction_type: str) -> np.ndarray:
+def min_snr_weights(snr: np.ndarray, gamma: float,
+                    prediction_type: PredictionType | str) -> np.ndarray:
     """Min-SNR-gamma loss weights (Hang et al. 2023) for the given prediction type.
 
     epsilon: min(snr, gamma) / snr; v_prediction: min(snr, gamma) / (snr + 1); sample:
     min(snr, gamma). The epsilon weight is written gamma / max(snr, gamma), its limit 1 at snr=0.
     """
-    check_prediction_type(prediction_type)
     if not gamma > 0:
         raise ValueError(f"snr_gamma must be > 0, got {gamma}")
     clipped = np.minimum(snr, gamma)
-    if prediction_type == "epsilon":
+    if prediction_type == PredictionType.EPSILON:
         return gamma / np.maximum(snr, gamma)
-    if prediction_type == "v_prediction":
+    if prediction_type == PredictionType.V_PREDICTION:
         return clipped / (snr + 1.0)
-    return clipped
+    if prediction_type == PredictionType.SAMPLE:
+        return clipped
+    raise PredictionType.unknown(prediction_type)
 
 
 @dataclass
@@ -273,10 +266,10 @@ def training_losses(
     schedule: NoiseSchedule,
     x0: np.ndarray,
     generator: np.random.Generator,
-    prediction_type: str = "epsilon",
+    prediction_type: PredictionType | str = PredictionType.EPSILON,
     loss_weighting: str = "uniform",
     snr_gamma: float = 5.0,
-    variance_type: str = "fixed_small",
+    variance_type: VarianceType | str = VarianceType.FIXED_SMALL,
     vlb_weight: float = 0.001,
     timesteps: np.ndarray | None = None,
     timestep_weights: np.ndarray | None = None,
@@ -292,7 +285,6 @@ def training_losses(
     the mean uses the prediction with its gradient stopped. Only Tensor-friendly ops touch
     the model output, so a Tensor output gives a Tensor loss.
     """
-    check_prediction_type(prediction_type)
     if loss_weighting not in LOSS_WEIGHTINGS:
         raise ValueError(
             f"unknown loss_weighting {loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}"
@@ -344,7 +336,7 @@ def training_loss(
     schedule: NoiseSchedule,
     x0: np.ndarray,
     generator: np.random.Generator,
-    prediction_type: str = "epsilon",
+    prediction_type: PredictionType | str = PredictionType.EPSILON,
     loss_weighting: str = "uniform",
     snr_gamma: float = 5.0,
     **cond: Any,
@@ -435,21 +427,23 @@ def learned_range_log_variance(variance_values: Any, min_log: Any, max_log: Any)
     return frac * max_log + (1.0 - frac) * min_log
 
 
-def model_log_variance(schedule: NoiseSchedule, variance_type: str) -> np.ndarray:
+def model_log_variance(schedule: NoiseSchedule,
+                       variance_type: VarianceType | str) -> np.ndarray:
     """(T,) log-variance of p(x_{t-1} | x_t) for a fixed variance type, as improved-diffusion.
 
     fixed_small: log(beta tilde), element 0 replaced by element 1; fixed_large: log(beta),
     element 0 replaced by beta tilde[1] (only the decoder term uses element 0)."""
-    check_variance_type(variance_type)
-    if variance_type == "fixed_small":
+    if variance_type == VarianceType.FIXED_SMALL:
         return schedule.posterior_log_variance_clipped
-    if variance_type == "fixed_large":
+    if variance_type == VarianceType.FIXED_LARGE:
         return np.log(np.concatenate([schedule.posterior_variance[1:2], schedule.betas[1:]]))
-    raise ValueError(f"variance_type {variance_type!r} is learned: use p_log_variance with the "
-                     "model's variance values")
+    if variance_type == VarianceType.LEARNED_RANGE:
+        raise ValueError(f"variance_type '{variance_type}' is learned: use p_log_variance with "
+                         "the model's variance values")
+    raise VarianceType.unknown(variance_type)
 
 
-def p_log_variance(schedule: NoiseSchedule, variance_type: str, t: np.ndarray,
+def p_log_variance(schedule: NoiseSchedule, variance_type: VarianceType | str, t: np.ndarray,
                    like: np.ndarray, variance_values: Any = None) -> Any:
     """log-variance of p(x_{t-1} | x_t) at timesteps t (N,) for a batch like (N, C, ...).
 
@@ -462,7 +456,7 @@ def p_log_variance(schedule: NoiseSchedule, variance_type: str, t: np.ndarray,
     if not learns_variance(variance_type):
         return gather(model_log_variance(schedule, variance_type), t, per_image)
     if variance_values is None:
-        raise ValueError(f"variance_type {variance_type!r} needs the model's variance values")
+        raise ValueError(f"variance_type '{variance_type}' needs the model's variance values")
     return learned_range_log_variance(
         variance_values,
         gather(schedule.posterior_log_variance_clipped, t, per_image),
@@ -527,8 +521,8 @@ def variational_bound(
     schedule: NoiseSchedule,
     x0: np.ndarray,
     generator: np.random.Generator,
-    prediction_type: str = "epsilon",
-    variance_type: str = "fixed_small",
+    prediction_type: PredictionType | str = PredictionType.EPSILON,
+    variance_type: VarianceType | str = VarianceType.FIXED_SMALL,
     clip_denoised: bool = True,
     **cond: Any,
 ) -> VariationalBound:
@@ -539,7 +533,6 @@ def variational_bound(
     `clip_denoised`) in the posterior formula; the variance follows `p_log_variance`
     (learned_range: from the model's variance channels).
     """
-    check_prediction_type(prediction_type)
     x0 = array_of(x0)
     xp, device = get_array_module(x0), device_of(x0)
     batch = x0.shape[0]

@@ -39,13 +39,14 @@ def _save(figure: Figure, path: str | Path) -> Path:
 def plot_schedules(
     schedules: NoiseSchedule | Mapping[str, NoiseSchedule], path: str | Path
 ) -> Path:
-    """Plot sqrt(alpha_bar_t) (signal) and sqrt(1 - alpha_bar_t) (noise) against t / T.
+    """Plot sqrt_alphas_cumprod (signal) and sqrt_one_minus_alphas_cumprod (noise) against
+    t / T.
 
     `schedules` is one schedule or a {label: schedule} mapping; t is normalised by T so schedules
     of different lengths share the axis. Returns the saved path.
     """
     if isinstance(schedules, NoiseSchedule):
-        schedules = {schedules.beta_schedule: schedules}
+        schedules = {str(schedules.beta_schedule): schedules}
     if not schedules:
         raise ValueError("plot_schedules needs at least one schedule")
     figure = Figure(figsize=(9, 3.5), layout="constrained")

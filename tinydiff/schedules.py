@@ -14,55 +14,62 @@ from typing import Any
 
 import numpy as np
 
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+from tinydiff.options import BetaSchedule
+
 DEFAULT_NUM_TRAIN_TIMESTEPS = 1000
 
 
-def cosine_alpha_bar(t: float, offset: float = 0.008) -> float:
-    """Improved-DDPM cosine alpha_bar at continuous time t in [0, 1]."""
+def cosine_alphas_cumprod(t: float, offset: float = 0.008) -> float:
+    """Improved DDPM's cosine schedule f(t) = cos((t + offset) / (1 + offset) pi / 2)^2 at
+    continuous time t in [0, 1] (Nichol & Dhariwal 2021): alphas_cumprod is f(t) / f(0), the
+    ratio `betas_for_alphas_cumprod` takes."""
     return math.cos((t + offset) / (1.0 + offset) * math.pi / 2) ** 2
 
 
-def betas_for_alpha_bar(
+def betas_for_alphas_cumprod(
     num_timesteps: int,
-    alpha_bar: Callable[[float], float] = cosine_alpha_bar,
+    alphas_cumprod_fn: Callable[[float], float] = cosine_alphas_cumprod,
     max_beta: float = 0.999,
 ) -> np.ndarray:
-    """Discretise a continuous alpha_bar(t), t in [0, 1], into (T,) betas capped at `max_beta`."""
+    """Discretise a continuous alphas_cumprod_fn(t), t in [0, 1], into (T,) betas
+    beta_i = 1 - alphas_cumprod_fn((i + 1) / T) / alphas_cumprod_fn(i / T), capped at
+    `max_beta`."""
     betas = [
-        min(1.0 - alpha_bar((i + 1) / num_timesteps) / alpha_bar(i / num_timesteps), max_beta)
+        min(1.0 - alphas_cumprod_fn((i + 1) / num_timesteps) / alphas_cumprod_fn(i / num_timesteps),
+            max_beta)
         for i in range(num_timesteps)
     ]
     return np.asarray(betas, dtype=np.float64)
 
 
 def make_betas(
-    beta_schedule: str, num_train_timesteps: int, beta_start: float, beta_end: float
+    beta_schedule: BetaSchedule | str, num_train_timesteps: int, beta_start: float,
+    beta_end: float
 ) -> np.ndarray:
     """The (T,) float64 betas of a named schedule."""
-    if beta_schedule == "linear":
+    if beta_schedule == BetaSchedule.LINEAR:
         return np.linspace(beta_start, beta_end, num_train_timesteps, dtype=np.float64)
-    if beta_schedule == "scaled_linear":
+    if beta_schedule == BetaSchedule.SCALED_LINEAR:
         return np.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps) ** 2
-    if beta_schedule == "squaredcos_cap_v2":
-        return betas_for_alpha_bar(num_train_timesteps)
-    if beta_schedule == "sigmoid":
+    if beta_schedule == BetaSchedule.SQUAREDCOS_CAP_V2:
+        return betas_for_alphas_cumprod(num_train_timesteps)
+    if beta_schedule == BetaSchedule.SIGMOID:
         sigmoid = 1.0 / (1.0 + np.exp(-np.linspace(-6.0, 6.0, num_train_timesteps)))
         return sigmoid * (beta_end - beta_start) + beta_start
-    raise ValueError(f"unknown beta_schedule {beta_schedule!r}; expected one of {BETA_SCHEDULES}")
+    raise BetaSchedule.unknown(beta_schedule)
 
 
 def rescale_zero_terminal_snr(betas: np.ndarray) -> np.ndarray:
     """Rescale betas so the last timestep has zero SNR (Lin et al. 2023, Algorithm 1).
 
-    sqrt(alpha_bar) is shifted so its last value is exactly 0, then scaled so its first value is
-    unchanged. The returned last beta is exactly 1.
+    sqrt_alphas_cumprod is shifted so its last value is exactly 0, then scaled so its first
+    value is unchanged. The returned last beta is exactly 1.
     """
-    alphas_bar_sqrt = np.sqrt(np.cumprod(1.0 - betas))
-    first, last = alphas_bar_sqrt[0], alphas_bar_sqrt[-1]
-    alphas_bar_sqrt = (alphas_bar_sqrt - last) * (first / (first - last))
-    alphas_bar = alphas_bar_sqrt**2
-    alphas = np.concatenate([alphas_bar[:1], alphas_bar[1:] / alphas_bar[:-1]])
+    sqrt_alphas_cumprod = np.sqrt(np.cumprod(1.0 - betas))
+    first, last = sqrt_alphas_cumprod[0], sqrt_alphas_cumprod[-1]
+    sqrt_alphas_cumprod = (sqrt_alphas_cumprod - last) * (first / (first - last))
+    alphas_cumprod = sqrt_alphas_cumprod**2
+    alphas = np.concatenate([alphas_cumprod[:1], alphas_cumprod[1:] / alphas_cumprod[:-1]])
     return 1.0 - alphas
 
 
@@ -76,11 +83,13 @@ def _check_betas(betas: np.ndarray) -> None:
 
 
 class NoiseSchedule:
-    """Per-timestep coefficients of q(x_t | x_0) = N(sqrt(abar_t) x_0, (1 - abar_t) I).
+    """Per-timestep coefficients of q(x_t | x_0) = N(sqrt_alphas_cumprod_t x_0,
+    (1 - alphas_cumprod_t) I) (Ho et al. 2020, eq. 4).
 
     Args:
         num_train_timesteps: T (default 1000); must equal len(betas) when betas are given.
-        beta_schedule: one of `BETA_SCHEDULES` (ignored when `betas` is given).
+        beta_schedule: a `BetaSchedule` or its name, parsed here (ignored when `betas` is
+            given; the attribute is then "custom").
         beta_start, beta_end: first / last beta of the linear, scaled_linear, sigmoid schedules.
         rescale_betas_zero_snr: rescale to zero terminal SNR (see `rescale_zero_terminal_snr`).
         betas: explicit (T,) betas instead of a named schedule.
@@ -93,7 +102,7 @@ class NoiseSchedule:
     def __init__(
         self,
         num_train_timesteps: int | None = None,
-        beta_schedule: str = "linear",
+        beta_schedule: BetaSchedule | str = BetaSchedule.LINEAR,
         beta_start: float = 1e-4,
         beta_end: float = 0.02,
         rescale_betas_zero_snr: bool = False,
@@ -115,11 +124,9 @@ class NoiseSchedule:
                 raise ValueError(f"num_train_timesteps must be an int, got {num_train_timesteps!r}")
             if num_train_timesteps < 2:
                 raise ValueError(f"num_train_timesteps must be >= 2, got {num_train_timesteps}")
-            if beta_schedule not in BETA_SCHEDULES:
-                raise ValueError(
-                    f"unknown beta_schedule {beta_schedule!r}; expected one of {BETA_SCHEDULES}"
-                )
-            if beta_schedule != "squaredcos_cap_v2" and not 0.0 < beta_start <= beta_end < 1.0:
+            beta_schedule = BetaSchedule.parse(beta_schedule)
+            uses_beta_range = beta_schedule is not BetaSchedule.SQUAREDCOS_CAP_V2
+            if uses_beta_range and not 0.0 < beta_start <= beta_end < 1.0:
                 raise ValueError(
                     f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}"
                 )
@@ -132,7 +139,7 @@ class NoiseSchedule:
             _check_betas(betas)
 
         self.num_train_timesteps = int(betas.size)
-        self.beta_schedule = beta_schedule
+        self.beta_schedule: BetaSchedule | str = beta_schedule  # a member, or "custom"
         self.beta_start = float(beta_start)
         self.beta_end = float(beta_end)
         self.rescale_betas_zero_snr = bool(rescale_betas_zero_snr)
@@ -146,7 +153,8 @@ class NoiseSchedule:
         self.sqrt_alphas_cumprod = np.sqrt(self.alphas_cumprod)
         self.sqrt_one_minus_alphas_cumprod = np.sqrt(1.0 - self.alphas_cumprod)
         self.snr = self.alphas_cumprod / (1.0 - self.alphas_cumprod)
-        # q(x_{t-1} | x_t, x_0) = N(coef1 * x_0 + coef2 * x_t, posterior_variance)
+        # q(x_{t-1} | x_t, x_0) = N(coef1 * x_0 + coef2 * x_t, posterior_variance) (Ho et al.
+        # 2020, eq. 6-7)
         one_minus_alphas_cumprod_prev = 1.0 - self.alphas_cumprod_prev
         one_minus_alphas_cumprod = 1.0 - self.alphas_cumprod
         self.posterior_variance = betas * one_minus_alphas_cumprod_prev / one_minus_alphas_cumprod
@@ -178,7 +186,7 @@ class NoiseSchedule:
             }
         return {
             "num_train_timesteps": self.num_train_timesteps,
-            "beta_schedule": self.beta_schedule,
+            "beta_schedule": self.beta_schedule.value,  # a plain string in files
             "beta_start": self.beta_start,
             "beta_end": self.beta_end,
             "rescale_betas_zero_snr": self.rescale_betas_zero_snr,

@@ -31,10 +31,11 @@ from autograd.nn.parallel import Replicas
 from autograd.optim import lr_scheduler
 from autograd.random import default_generator
 from tinydiff.data import BatchIterator, load_mnist
-from tinydiff.diffusion import VARIANCE_TYPES, learns_variance, training_losses
+from tinydiff.diffusion import training_losses
 from tinydiff.finite import first_non_finite
 from tinydiff.interrupts import StopRequests, TrainingInterrupted
 from tinydiff.models import UNet, build_model
+from tinydiff.options import BetaSchedule, Option, PredictionType, VarianceType
 from tinydiff.schedules import NoiseSchedule
 from tinydiff.timestep_sampling import TIMESTEP_SAMPLERS, LossSecondMomentResampler
 
@@ -46,7 +47,11 @@ WEIGHT_ENTRIES = ("model", "ema", "optimizer")
 
 @dataclass
 class TrainConfig:
-    """The training recipe. Defaults are the measured default run (see README)."""
+    """The training recipe. Defaults are the measured default run (see README).
+
+    prediction_type, variance_type and beta_schedule take a `tinydiff.options` member or its
+    string and hold the member after construction; `to_dict` (what checkpoints store) gives
+    plain strings."""
 
     model: str = "mnist-tiny"
     steps: int = 2000
@@ -61,15 +66,15 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_max_decay: float = 0.9999
     ema_power: float = 2 / 3
-    prediction_type: str = "epsilon"
+    prediction_type: PredictionType | str = PredictionType.EPSILON
     loss_weighting: str = "min_snr"
     snr_gamma: float = 5.0
     # learned_range: the UNet also outputs the variance interpolation v, trained by improved
     # DDPM's hybrid loss L_simple + vlb_weight * L_vlb (lambda = 0.001 in the paper).
-    variance_type: str = "fixed_small"
+    variance_type: VarianceType | str = VarianceType.FIXED_SMALL
     vlb_weight: float = 0.001
     timestep_sampler: str = "uniform"  # or "loss-second-moment" (importance sampling of t)
-    beta_schedule: str = "linear"
+    beta_schedule: BetaSchedule | str = BetaSchedule.LINEAR
     num_train_timesteps: int = 1000
     class_conditional: bool = True
     label_dropout: float = 0.1
@@ -102,9 +107,12 @@ class TrainConfig:
                             f"{self.lr_schedule!r}")
         if not 0 <= self.label_dropout < 1:
             problems.append(f"label_dropout must be in [0, 1), got {self.label_dropout}")
-        if self.variance_type not in VARIANCE_TYPES:
-            problems.append(f"variance_type must be one of {VARIANCE_TYPES}, got "
-                            f"{self.variance_type!r}")
+        for name, option in (("prediction_type", PredictionType),
+                             ("variance_type", VarianceType), ("beta_schedule", BetaSchedule)):
+            try:
+                setattr(self, name, option.parse(getattr(self, name)))
+            except ValueError as error:
+                problems.append(str(error))
         if not 0 <= self.vlb_weight < math.inf:
             problems.append(f"vlb_weight must be a finite number >= 0, got {self.vlb_weight}")
         if self.timestep_sampler not in TIMESTEP_SAMPLERS:
@@ -114,6 +122,12 @@ class TrainConfig:
             problems.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if problems:
             raise ValueError("invalid training config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as JSON-able values: options as their plain strings (for checkpoints,
+        readable without tinydiff)."""
+        return {name: value.value if isinstance(value, Option) else value
+                for name, value in asdict(self).items()}
 
     @classmethod
     def from_dict(cls, config: dict[str, Any]) -> TrainConfig:
@@ -156,7 +170,7 @@ class Trainer:
         num_classes = 10 if config.class_conditional else None
         if model is None:
             channels = images.shape[1]
-            out_channels = 2 * channels if learns_variance(config.variance_type) else channels
+            out_channels = 2 * channels if config.variance_type.learned else channels
             model = build_model(config.model, num_classes=num_classes, in_channels=channels,
                                 out_channels=out_channels)
         self.model = model.to(self.device)
@@ -357,10 +371,10 @@ class Trainer:
         self.read_losses()
         return {
             "format": CHECKPOINT_FORMAT,
-            "train_config": asdict(self.config),
+            "train_config": self.config.to_dict(),
             "model_config": self.model.config.to_dict(),
             "schedule": self.schedule.to_dict(),
-            "prediction_type": self.config.prediction_type,
+            "prediction_type": self.config.prediction_type.value,
             "model": dict(self.model.state_dict()),
             "ema": self.ema.state_dict(),
             "optimizer": self.optimizer.state_dict(),

@@ -5,11 +5,12 @@
 
 One module per family: `ddpm_ddim`, `dpm_solver`, `euler_heun`, `unipc`, on the shared
 `base` (timestep spacings, sigmas, x0 / eps conversion, thresholding); `loop` holds the
-registry, guidance and `sample`. See `base` for the sampler protocol.
+registry, guidance and `sample`. See `base` for the sampler protocol. The options every
+sampler takes are the enums of `tinydiff.options` (or their strings).
 """
 
+from tinydiff.options import PredictionType, TimestepSpacing, VarianceType
 from tinydiff.samplers.base import (
-    TIMESTEP_SPACINGS,
     Sampler,
     SamplerStep,
     SigmaSampler,
@@ -42,7 +43,8 @@ from tinydiff.samplers.loop import (
 from tinydiff.samplers.unipc import UniPCSampler
 
 __all__ = [
-    "TIMESTEP_SPACINGS", "SAMPLERS", "SAMPLER_CLASSES", "DEFAULT_DDIM_STEPS", "DEFAULT_GUIDANCE",
+    "PredictionType", "VarianceType", "TimestepSpacing",
+    "SAMPLERS", "SAMPLER_CLASSES", "DEFAULT_DDIM_STEPS", "DEFAULT_GUIDANCE",
     "Sampler", "SigmaSampler", "SamplerStep", "Trajectory", "DDPMSampler", "DDIMSampler",
     "DPMSolverMultistepSampler", "EulerSampler", "HeunSampler", "UniPCSampler",
     "make_sampler", "sampler_class", "model_calls_per_sample", "sample", "model_prediction",

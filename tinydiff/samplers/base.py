@@ -2,8 +2,10 @@
 
 A sampler is an object built once for a schedule, a number of steps and its own options (the
 keyword arguments of its `__init__`, with diffusers' names and defaults for its scheduler
-class). `timesteps` holds the timesteps at which the model is called, in order (Heun visits
-each inner one twice, as diffusers' HeunDiscreteScheduler does), so `model_calls` is
+class). The options every sampler takes (prediction_type, variance_type, timestep_spacing:
+`tinydiff.options`) are parsed once, in `Sampler.__init__`, and kept as enum members.
+`timesteps` holds the timesteps at which the model is called, in order (Heun visits each
+inner one twice, as diffusers' HeunDiscreteScheduler does), so `model_calls` is
 `len(timesteps)`. `step(model_output, t, x_t, generator, classifier_gradient)` is called once
 per model call and returns a `SamplerStep`.
 
@@ -26,19 +28,14 @@ from typing import Any, ClassVar
 import numpy as np
 
 from autograd.backend import device_of, get_array_module, to_device
-from tinydiff.diffusion import (
-    VARIANCE_TYPES,
-    check_prediction_type,
-    split_model_output,
-    x0_and_eps_from_output,
-)
+from tinydiff.diffusion import split_model_output, x0_and_eps_from_output
+from tinydiff.options import Option, PredictionType, TimestepSpacing, VarianceType
 from tinydiff.schedules import NoiseSchedule
 
-TIMESTEP_SPACINGS = ("leading", "trailing", "linspace")
 DEFAULT_STEPS = 50
-# diffusers' substitute for a zero alpha_bar at the last timestep of a zero-terminal-SNR
+# diffusers' substitute for a zero alphas_cumprod at the last timestep of a zero-terminal-SNR
 # schedule (`rescale_betas_zero_snr` in DPMSolverMultistep, UniPC and Euler).
-ZERO_SNR_ALPHA_BAR = 2.0**-24
+ZERO_SNR_ALPHAS_CUMPROD = 2.0**-24
 
 
 @dataclass
@@ -89,12 +86,14 @@ def check_steps(num_inference_steps: Any, num_train_timesteps: int) -> int:
 
 
 def check_choice(name: str, value: Any, allowed: tuple) -> None:
+    """A sampler's own string option (solver_type, final_sigmas_type) is one of `allowed`."""
     if value not in allowed:
         raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
 
 
 def inference_timesteps(
-    num_train_timesteps: int, num_inference_steps: int, timestep_spacing: str = "leading"
+    num_train_timesteps: int, num_inference_steps: int,
+    timestep_spacing: TimestepSpacing | str = TimestepSpacing.LEADING,
 ) -> np.ndarray:
     """Descending int64 timesteps (n,) as diffusers' DDIM `set_timesteps` spaces them
     (steps_offset 0).
@@ -102,61 +101,61 @@ def inference_timesteps(
     leading: arange(n) * (T // n); trailing: round(T - arange(n) * T / n) - 1;
     linspace: round(linspace(0, T - 1, n)).
     """
-    if timestep_spacing not in TIMESTEP_SPACINGS:
-        raise ValueError(
-            f"unknown timestep_spacing {timestep_spacing!r}; expected one of {TIMESTEP_SPACINGS}"
-        )
     n = check_steps(num_inference_steps, num_train_timesteps)
     steps = np.arange(n)
-    if timestep_spacing == "leading":
+    if timestep_spacing == TimestepSpacing.LEADING:
         ascending = steps * (num_train_timesteps // n)
-    elif timestep_spacing == "trailing":
+    elif timestep_spacing == TimestepSpacing.TRAILING:
         ascending = (np.round(num_train_timesteps - steps * (num_train_timesteps / n)) - 1)[::-1]
-    else:
+    elif timestep_spacing == TimestepSpacing.LINSPACE:
         ascending = np.round(np.linspace(0, num_train_timesteps - 1, n))
+    else:
+        raise TimestepSpacing.unknown(timestep_spacing)
     return ascending[::-1].astype(np.int64)
 
 
 def solver_timesteps(
-    num_train_timesteps: int, num_inference_steps: int, timestep_spacing: str
+    num_train_timesteps: int, num_inference_steps: int, timestep_spacing: TimestepSpacing | str
 ) -> np.ndarray:
     """Descending int64 timesteps (n,) as diffusers' DPMSolverMultistep and UniPC space them:
     n + 1 points, the last (t = 0) dropped, for linspace and leading; trailing as DDIM's."""
-    check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
     n = check_steps(num_inference_steps, num_train_timesteps)
     T = num_train_timesteps
-    if timestep_spacing == "linspace":
+    if timestep_spacing == TimestepSpacing.LINSPACE:
         timesteps = np.linspace(0, T - 1, n + 1).round()[::-1][:-1]
-    elif timestep_spacing == "leading":
+    elif timestep_spacing == TimestepSpacing.LEADING:
         timesteps = (np.arange(0, n + 1) * (T // (n + 1))).round()[::-1][:-1]
-    else:
+    elif timestep_spacing == TimestepSpacing.TRAILING:
         timesteps = np.arange(T, 0, -T / n).round() - 1
+    else:
+        raise TimestepSpacing.unknown(timestep_spacing)
     timesteps = timesteps.astype(np.int64)
     _check_distinct(timesteps, n, timestep_spacing)
     return timesteps
 
 
 def sigma_timesteps(
-    num_train_timesteps: int, num_inference_steps: int, timestep_spacing: str
+    num_train_timesteps: int, num_inference_steps: int, timestep_spacing: TimestepSpacing | str
 ) -> np.ndarray:
     """Descending timesteps (n,) as diffusers' Euler and Heun schedulers space them: float32
     values (linspace is not rounded), returned as float64."""
-    check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
     n = check_steps(num_inference_steps, num_train_timesteps)
     T = num_train_timesteps
-    if timestep_spacing == "linspace":
+    if timestep_spacing == TimestepSpacing.LINSPACE:
         timesteps = np.linspace(0, T - 1, n, dtype=np.float32)[::-1]
-    elif timestep_spacing == "leading":
+    elif timestep_spacing == TimestepSpacing.LEADING:
         timesteps = (np.arange(0, n) * (T // n)).round()[::-1].astype(np.float32)
-    else:
+    elif timestep_spacing == TimestepSpacing.TRAILING:
         timesteps = np.arange(T, 0, -T / n).round().astype(np.float32) - 1
+    else:
+        raise TimestepSpacing.unknown(timestep_spacing)
     return timesteps.astype(np.float64)
 
 
-def _check_distinct(timesteps: np.ndarray, n: int, spacing: str) -> None:
+def _check_distinct(timesteps: np.ndarray, n: int, spacing: TimestepSpacing | str) -> None:
     if len(timesteps) != n or np.any(np.diff(timesteps) >= 0) or timesteps[-1] < 0:
         raise ValueError(
-            f"num_inference_steps={n} with timestep_spacing={spacing!r} repeats timesteps "
+            f"num_inference_steps={n} with timestep_spacing='{spacing}' repeats timesteps "
             f"({timesteps[:4]}...); use fewer steps or another spacing"
         )
 
@@ -165,17 +164,17 @@ def _check_distinct(timesteps: np.ndarray, n: int, spacing: str) -> None:
 
 
 def sampling_alphas_cumprod(schedule: NoiseSchedule) -> np.ndarray:
-    """alphas_cumprod, with a zero terminal alpha_bar replaced by 2^-24 as diffusers' sigma
-    and multistep schedulers do (sigma would be infinite)."""
+    """alphas_cumprod, with a zero terminal value replaced by 2^-24 as diffusers' sigma and
+    multistep schedulers do (sigma would be infinite)."""
     alphas_cumprod = schedule.alphas_cumprod.copy()
     if alphas_cumprod[-1] == 0:
-        alphas_cumprod[-1] = ZERO_SNR_ALPHA_BAR
+        alphas_cumprod[-1] = ZERO_SNR_ALPHAS_CUMPROD
     return alphas_cumprod
 
 
 def sigmas_of(alphas_cumprod: np.ndarray) -> np.ndarray:
-    """Noise-to-signal ratios sigma_t = sqrt((1 - alpha_bar_t) / alpha_bar_t) (Karras et al.
-    2022, the VE noise level of x_t / alpha_t)."""
+    """Noise-to-signal ratios sigma_t = sqrt((1 - alphas_cumprod_t) / alphas_cumprod_t)
+    (Karras et al. 2022, the VE noise level of x_t / alpha_t)."""
     return np.sqrt((1.0 - alphas_cumprod) / alphas_cumprod)
 
 
@@ -234,7 +233,9 @@ def dynamic_threshold(x0: np.ndarray, ratio: float, max_value: float) -> np.ndar
 
 
 class Sampler:
-    """Base of every sampler: steps, model output layout, prediction type, option checks.
+    """Base of every sampler: steps, model output layout, and the options all samplers take,
+    parsed here once: `prediction_type`, `variance_type` (None: fixed_small, the model output
+    has no variance channels) and `timestep_spacing`, kept as `tinydiff.options` members.
 
     Subclasses set `name` and `stochastic` (whether `step` draws noise), fill `timesteps`
     and implement `step`. Their `__init__` keyword arguments after (schedule,
@@ -247,17 +248,17 @@ class Sampler:
     def __init__(
         self,
         schedule: NoiseSchedule,
-        prediction_type: str,
-        variance_type: str | None,
+        prediction_type: PredictionType | str,
+        variance_type: VarianceType | str | None,
+        timestep_spacing: TimestepSpacing | str,
     ) -> None:
-        check_prediction_type(prediction_type)
-        if variance_type is not None:
-            check_choice("variance_type", variance_type, VARIANCE_TYPES)
         self.schedule = schedule
-        self.prediction_type = prediction_type
+        self.prediction_type = PredictionType.parse(prediction_type)
         # What the model outputs: with learned_range (N, 2C, ...), the prediction then the
         # variance values (used by DDPM, dropped by every other sampler).
-        self.variance_type = variance_type or "fixed_small"
+        self.variance_type = (VarianceType.FIXED_SMALL if variance_type is None
+                              else VarianceType.parse(variance_type))
+        self.timestep_spacing = TimestepSpacing.parse(timestep_spacing)
         self.timesteps = np.zeros(0, dtype=np.int64)
 
     @classmethod
@@ -308,7 +309,10 @@ class Sampler:
         raise NotImplementedError
 
     def __repr__(self) -> str:
-        options = ", ".join(f"{k}={getattr(self, k, None)!r}" for k in self.option_names())
+        def shown(value: Any) -> Any:  # an option as its plain string
+            return value.value if isinstance(value, Option) else value
+
+        options = ", ".join(f"{k}={shown(getattr(self, k, None))!r}" for k in self.option_names())
         return f"{type(self).__name__}({self.num_inference_steps} steps, {options})"
 
 
@@ -323,9 +327,10 @@ class SigmaSampler(Sampler):
     thresholding: bool = False
     clip_sample: bool = False
 
-    def __init__(self, schedule: NoiseSchedule, prediction_type: str,
-                 variance_type: str | None) -> None:
-        super().__init__(schedule, prediction_type, variance_type)
+    def __init__(self, schedule: NoiseSchedule, prediction_type: PredictionType | str,
+                 variance_type: VarianceType | str | None,
+                 timestep_spacing: TimestepSpacing | str) -> None:
+        super().__init__(schedule, prediction_type, variance_type, timestep_spacing)
         self.alphas_cumprod = sampling_alphas_cumprod(schedule)
         self.train_sigmas = sigmas_of(self.alphas_cumprod)
         self.log_sigmas = np.log(self.train_sigmas)
@@ -392,15 +397,14 @@ class SigmaSampler(Sampler):
             x0 = get_array_module(x0).clip(x0, -self.clip_sample_range, self.clip_sample_range)
         return x0
 
-    def set_solver_timesteps(self, num_inference_steps: int, timestep_spacing: str,
-                             use_karras_sigmas: bool, final_sigma: float) -> None:
+    def set_solver_timesteps(self, num_inference_steps: int, use_karras_sigmas: bool,
+                             final_sigma: float) -> None:
         """timesteps (int64) and sigmas as DPMSolverMultistep and UniPC set them: the
         schedule's sigmas at `solver_timesteps`, or Karras sigmas between the schedule's
         extremes (their timesteps rounded), then the final sigma."""
-        self.timestep_spacing = timestep_spacing
         self.use_karras_sigmas = bool(use_karras_sigmas)
         timesteps = solver_timesteps(self.schedule.num_train_timesteps, num_inference_steps,
-                                     timestep_spacing)
+                                     self.timestep_spacing)
         if use_karras_sigmas:
             check_karras(self.schedule)
             sigmas = karras_sigmas(float(self.train_sigmas[0]), float(self.train_sigmas[-1]),
@@ -411,15 +415,13 @@ class SigmaSampler(Sampler):
         self.timesteps = timesteps
         self.sigmas = np.append(sigmas, final_sigma)
 
-    def set_sigma_timesteps(self, num_inference_steps: int, timestep_spacing: str,
-                            use_karras_sigmas: bool) -> None:
+    def set_sigma_timesteps(self, num_inference_steps: int, use_karras_sigmas: bool) -> None:
         """timesteps (fractional) and sigmas as EulerDiscrete and HeunDiscrete set them: the
         schedule's sigmas interpolated at `sigma_timesteps`, or Karras sigmas between those
         ends and their fractional timesteps; then sigma 0."""
-        self.timestep_spacing = timestep_spacing
         self.use_karras_sigmas = bool(use_karras_sigmas)
         timesteps = sigma_timesteps(self.schedule.num_train_timesteps, num_inference_steps,
-                                    timestep_spacing)
+                                    self.timestep_spacing)
         sigmas = np.interp(timesteps, np.arange(len(self.train_sigmas)), self.train_sigmas)
         if use_karras_sigmas:
             check_karras(self.schedule)

@@ -13,8 +13,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from tinydiff.options import PredictionType, TimestepSpacing, VarianceType
 from tinydiff.samplers.base import (
-    TIMESTEP_SPACINGS,
     SamplerStep,
     SigmaSampler,
     alpha_sigma_of,
@@ -50,7 +50,7 @@ class DPMSolverMultistepSampler(SigmaSampler):
         schedule: NoiseSchedule,
         num_inference_steps: int = 20,
         solver_order: int = 2,
-        prediction_type: str = "epsilon",
+        prediction_type: PredictionType | str = "epsilon",
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
@@ -58,19 +58,17 @@ class DPMSolverMultistepSampler(SigmaSampler):
         lower_order_final: bool = True,
         use_karras_sigmas: bool = False,
         final_sigmas_type: str = "zero",
-        timestep_spacing: str = "linspace",
-        variance_type: str | None = None,
+        timestep_spacing: TimestepSpacing | str = "linspace",
+        variance_type: VarianceType | str | None = None,
     ) -> None:
-        super().__init__(schedule, prediction_type, variance_type)
+        super().__init__(schedule, prediction_type, variance_type, timestep_spacing)
         self.solver_order = check_solver_order(solver_order)
         check_choice("solver_type", solver_type, SOLVER_TYPES)
-        check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
         self.solver_type = solver_type
         self.lower_order_final = bool(lower_order_final)
         self._check_thresholding(thresholding, dynamic_thresholding_ratio, sample_max_value)
         final_sigma = self._check_final_sigmas_type(final_sigmas_type)
-        self.set_solver_timesteps(num_inference_steps, timestep_spacing, use_karras_sigmas,
-                                  final_sigma)
+        self.set_solver_timesteps(num_inference_steps, use_karras_sigmas, final_sigma)
         self.reset()
 
     def reset(self) -> None:
@@ -98,11 +96,14 @@ class DPMSolverMultistepSampler(SigmaSampler):
         generator: np.random.Generator | None = None,
         classifier_gradient: np.ndarray | None = None,
     ) -> SamplerStep:
+        # 1. the step index: from sigmas[i] to sigmas[i + 1]
         i = self.begin_step(t)
-        # 1. the data prediction x0_theta(x_t, t) (DPM-Solver++, eq. 9), kept as history
+        # 2. DPM-Solver++'s data prediction x0_theta(x_t, t) = (x_t - sigma_t eps) / alpha_t
+        #    (guided / thresholded where asked), kept as the multistep history
         x0 = self.data_prediction(model_output, x_t, float(self.sigmas[i]), classifier_gradient)
         self.model_outputs = (self.model_outputs + [x0])[-self.solver_order:]
-        # 2. one step of the order available (warm-up, lower_order_final)
+        # 3. one update of the order available (warm-up, lower_order_final): DPM-Solver++(1)
+        #    (= DDIM), 2M (algorithm 2) or 3M
         order = self.order_at(i)
         if order == 1:
             prev_sample = self.first_order_update(x_t, i)

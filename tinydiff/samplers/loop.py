@@ -22,6 +22,7 @@ import numpy as np
 
 from autograd.backend import CPU, Device, device_of, get_array_module, to_device
 from tinydiff.diffusion import array_of, learns_variance, shape_of, split_model_output
+from tinydiff.options import PredictionType, TimestepSpacing, VarianceType
 from tinydiff.samplers.base import DEFAULT_STEPS, Sampler, Trajectory, cast, draw_noise
 from tinydiff.samplers.ddpm_ddim import DDIMSampler, DDPMSampler
 from tinydiff.samplers.dpm_solver import DPMSolverMultistepSampler
@@ -108,7 +109,7 @@ def model_prediction(
     cond: Mapping[str, Any],
     guidance_scale: float | None = None,
     null_cond: Mapping[str, Any] | None = None,
-    variance_type: str = "fixed_small",
+    variance_type: VarianceType | str = VarianceType.FIXED_SMALL,
 ) -> np.ndarray:
     """The model output at (x_t, t) as an ndarray of x_t's dtype, optionally with CFG.
 
@@ -319,8 +320,8 @@ def ddim_invert(
     schedule: NoiseSchedule,
     x0: np.ndarray,
     num_inference_steps: int = DEFAULT_STEPS,
-    timestep_spacing: str = "leading",
-    prediction_type: str = "epsilon",
+    timestep_spacing: TimestepSpacing | str = TimestepSpacing.LEADING,
+    prediction_type: PredictionType | str = PredictionType.EPSILON,
     num_fixed_point_iterations: int = 0,
     guidance_scale: float | None = None,
     null_cond: Mapping[str, Any] | None = None,
@@ -341,17 +342,18 @@ def ddim_invert(
     device = model_device(model) if device is None else Device(device)
     x = to_device(array_of(x0), device).copy()
     for t in runner.timesteps[::-1]:
-        alpha_bar, alpha_bar_prev = runner.alpha_bars(int(t))
+        alphas_cumprod_t, alphas_cumprod_prev = runner.alphas_cumprod_at(int(t))
         x_prev, estimate = x, x
         for _ in range(num_fixed_point_iterations + 1):
             output = model_prediction(model, estimate, int(t), cond, guidance_scale, null_cond)
             _, eps = runner.predict_original(output, int(t), estimate)
             # x0 implied by (x_prev, eps), then pushed forward to x_t with the same eps.
-            x0_hat = (x_prev - cast(math.sqrt(1.0 - alpha_bar_prev), x) * eps) / cast(
-                math.sqrt(alpha_bar_prev), x
+            x0_hat = (x_prev - cast(math.sqrt(1.0 - alphas_cumprod_prev), x) * eps) / cast(
+                math.sqrt(alphas_cumprod_prev), x
             )
             estimate = (
-                cast(math.sqrt(alpha_bar), x) * x0_hat + cast(math.sqrt(1.0 - alpha_bar), x) * eps
+                cast(math.sqrt(alphas_cumprod_t), x) * x0_hat
+                + cast(math.sqrt(1.0 - alphas_cumprod_t), x) * eps
             )
         x = estimate
     return to_device(x, CPU)

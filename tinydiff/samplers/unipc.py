@@ -14,8 +14,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from tinydiff.options import PredictionType, TimestepSpacing, VarianceType
 from tinydiff.samplers.base import (
-    TIMESTEP_SPACINGS,
     SamplerStep,
     SigmaSampler,
     alpha_sigma_of,
@@ -42,7 +42,7 @@ class UniPCSampler(SigmaSampler):
         schedule: NoiseSchedule,
         num_inference_steps: int = 20,
         solver_order: int = 2,
-        prediction_type: str = "epsilon",
+        prediction_type: PredictionType | str = "epsilon",
         thresholding: bool = False,
         dynamic_thresholding_ratio: float = 0.995,
         sample_max_value: float = 1.0,
@@ -51,20 +51,18 @@ class UniPCSampler(SigmaSampler):
         disable_corrector: tuple[int, ...] = (),
         use_karras_sigmas: bool = False,
         final_sigmas_type: str = "zero",
-        timestep_spacing: str = "linspace",
-        variance_type: str | None = None,
+        timestep_spacing: TimestepSpacing | str = "linspace",
+        variance_type: VarianceType | str | None = None,
     ) -> None:
-        super().__init__(schedule, prediction_type, variance_type)
+        super().__init__(schedule, prediction_type, variance_type, timestep_spacing)
         self.solver_order = check_solver_order(solver_order)
         check_choice("solver_type", solver_type, SOLVER_TYPES)
-        check_choice("timestep_spacing", timestep_spacing, TIMESTEP_SPACINGS)
         self.solver_type = solver_type
         self.lower_order_final = bool(lower_order_final)
         self.disable_corrector = tuple(int(i) for i in disable_corrector)
         self._check_thresholding(thresholding, dynamic_thresholding_ratio, sample_max_value)
         final_sigma = self._check_final_sigmas_type(final_sigmas_type)
-        self.set_solver_timesteps(num_inference_steps, timestep_spacing, use_karras_sigmas,
-                                  final_sigma)
+        self.set_solver_timesteps(num_inference_steps, use_karras_sigmas, final_sigma)
         self.reset()
 
     def reset(self) -> None:
@@ -81,21 +79,23 @@ class UniPCSampler(SigmaSampler):
         generator: np.random.Generator | None = None,
         classifier_gradient: np.ndarray | None = None,
     ) -> SamplerStep:
+        # 1. the step index: from sigmas[i] to sigmas[i + 1]
         i = self.begin_step(t)
-        # 1. the data prediction at this step
+        # 2. the data prediction x0 = (x_t - sigma_t eps) / alpha_t at this step
         x0 = self.data_prediction(model_output, x_t, float(self.sigmas[i]), classifier_gradient)
-        # 2. UniC: correct x_t, the previous step's prediction, with this model output
+        # 3. UniC (algorithm 2): correct x_t, the previous step's prediction, with this model
+        #    output
         if i > 0 and (i - 1) not in self.disable_corrector and self.last_sample is not None:
             x_t = self.corrector_update(x0, self.last_sample, x_t, i, self.this_order)
         self.model_outputs = (self.model_outputs + [x0])[-self.solver_order:]
-        # 3. the order: warm-up from the history, lower at the end (lower_order_final)
+        # 4. the order: warm-up from the history, lower at the end (lower_order_final)
         order = self.solver_order
         if self.lower_order_final:
             order = min(order, len(self.timesteps) - i)
         self.this_order = min(order, len(self.model_outputs))
         if self.sigmas[i + 1] == 0:  # to the clean sample: the first-order limit, x0
             self.this_order = 1
-        # 4. UniP: predict the next sample
+        # 5. UniP (algorithm 1): predict the next sample
         self.last_sample = x_t
         return SamplerStep(self.predictor_update(x_t, i, self.this_order), x0)
 
