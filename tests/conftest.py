@@ -1,4 +1,5 @@
-"""Shared test configuration: hypothesis profiles and paths to the shared reference data."""
+"""Shared test configuration: hypothesis profiles, paths to the shared reference data, the
+device legs and the shared data fixtures."""
 
 import contextlib
 import os
@@ -81,3 +82,15 @@ def kernel_leg(request):
     or the CUDA sources emulated on the CPU."""
     with _enter(request.param):
         yield request.param
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The first 64 MNIST training digits and their labels (the trainer tests' data)."""
+    from tinydiff.data import load_mnist
+
+    images, labels = load_mnist("train")
+    return images[:64], labels[:64]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fake_cupy
 import numpy as np
+from device_testing import GPU_OP_TOLERANCE, SIMULATOR_TOLERANCE
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -53,13 +54,9 @@ def arrays(draw, shape, low: float = -3.0, high: float = 3.0, away_from=None,
     return values
 
 
-# The device legs' tolerances against the CPU run, in float64: the simulator runs the same
-# NumPy code but the kernels' references (other summation orders); a GPU also has its own
-# libraries (cuBLAS, atomic scatter-adds). Both differ only by rounding, which is relative to
-# the largest terms of a sum: `scale` of the largest entry joins the absolute tolerance (a
-# gradient that cancels to 0 comes out as +-1e-12 on one device and 0 on the other).
-SIMULATOR_TOLERANCE = dict(rtol=1e-10, atol=1e-11, scale=1e-10)
-GPU_TOLERANCE = dict(rtol=1e-9, atol=1e-10, scale=1e-9)
+# The device legs' tolerances against the CPU run (float64) are tests/device_testing.py's:
+# rounding differences, relative to the largest terms of a sum, so `rtol` of the largest
+# entry joins the absolute tolerance (see _assert_close).
 
 
 def check_op(fn, *arrays_in: np.ndarray, requires_grad=None, directional: bool = False,
@@ -98,7 +95,7 @@ def check_op(fn, *arrays_in: np.ndarray, requires_grad=None, directional: bool =
                               SIMULATOR_TOLERANCE)
         if _real_gpu():
             _check_device_leg(fn, device_fn, arrays_in, requires_grad, reference,
-                              GPU_TOLERANCE)
+                              GPU_OP_TOLERANCE)
 
 
 def _real_gpu() -> bool:
@@ -151,7 +148,7 @@ def _assert_close(got, expected: np.ndarray, tolerance: dict, message: str) -> N
         np.abs(expected)
     largest = float(finite.max()) if finite.size else 0.0
     np.testing.assert_allclose(got, expected, rtol=tolerance["rtol"], err_msg=message,
-                               atol=tolerance["atol"] + tolerance["scale"] * largest)
+                               atol=tolerance["atol"] + tolerance["rtol"] * largest)
 
 
 def _check_device_leg(fn, device_fn, arrays_in, requires_grad, reference, tolerance) -> None:

@@ -9,17 +9,11 @@ from __future__ import annotations
 import fake_cupy
 import numpy as np
 import pytest
-from device_testing import counts_transfers
+from device_testing import counts_transfers, host, tolerance
 
 import autograd
 from autograd import ops
 from autograd.backend import device_of, to_device
-
-TOLERANCE = dict(rtol=1e-9, atol=1e-11)
-
-
-def host(array) -> np.ndarray:
-    return to_device(array, "cpu")
 
 
 def run(fn, arrays, device, requires_grad=True, seed=0):
@@ -51,7 +45,7 @@ def assert_same_as_cpu(fn, *arrays, device, requires_grad=True):
         assert (g is None) == (e is None)
         if g is not None:
             assert g.dtype == e.dtype and g.shape == e.shape
-            np.testing.assert_allclose(g, e, **TOLERANCE)
+            np.testing.assert_allclose(g, e, **tolerance(one_op=True))
     return got
 
 

@@ -13,15 +13,11 @@ import cuda_emulator
 import fake_cupy
 import numpy as np
 import pytest
+from device_testing import cuda_host
 
-from autograd.backend import device_of, get_array_module, to_device
+from autograd.backend import get_array_module, to_device
 from autograd.kernels import conv, registry
 from autograd.kernels.conv import Window
-
-
-def host(array) -> np.ndarray:
-    assert device_of(array) == "cuda", f"a result on {device_of(array)}"
-    return to_device(array, "cpu")
 
 
 def tolerance(dtype) -> dict:
@@ -59,7 +55,7 @@ def test_im2col_matches_the_reference(kernel_leg, name, dtype):
     for pad_value in (0.0, -np.inf, 2.5):
         cols = conv.im2col(to_device(x, "cuda"), window, pad_value)
         assert cols.dtype == dtype
-        np.testing.assert_array_equal(host(cols), conv.im2col_reference(x, window, pad_value))
+        np.testing.assert_array_equal(cuda_host(cols), conv.im2col_reference(x, window, pad_value))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -73,21 +69,21 @@ def test_col2im_matches_the_reference(kernel_leg, name, dtype):
     device_cols = to_device(cols, "cuda")
     image = conv.col2im(device_cols, shape, window)
     assert image.dtype == dtype and image.shape == shape
-    np.testing.assert_allclose(host(image), expected, **tolerance(dtype))
+    np.testing.assert_allclose(cuda_host(image), expected, **tolerance(dtype))
     # Into `out`: one image of a larger batch (contiguous), as conv's chunks do.
     xp = get_array_module(device_cols)
     batch = xp.full((shape[0] + 2, *shape[1:]), 7.0, dtype)
     written = conv.col2im(device_cols, shape, window, out=batch[1:1 + shape[0]])
-    np.testing.assert_array_equal(host(written), host(image))
-    np.testing.assert_array_equal(host(batch)[[0, -1]], 7.0)
-    np.testing.assert_array_equal(host(batch)[1:1 + shape[0]], host(image))
+    np.testing.assert_array_equal(cuda_host(written), cuda_host(image))
+    np.testing.assert_array_equal(cuda_host(batch)[[0, -1]], 7.0)
+    np.testing.assert_array_equal(cuda_host(batch)[1:1 + shape[0]], cuda_host(image))
 
 
 def test_conv_kernels_take_non_contiguous_inputs_but_not_integers(kernel_leg):
     shape, window = window_of(GEOMETRIES["3x3"])
     x = np.random.default_rng(2).standard_normal((*shape[:3], 2 * shape[3]))
     view = to_device(x, "cuda")[..., ::2]
-    np.testing.assert_array_equal(host(conv.im2col(view, window)),
+    np.testing.assert_array_equal(cuda_host(conv.im2col(view, window)),
                                   conv.im2col_reference(x[..., ::2], window))
     assert registry.lookup("im2col", to_device(np.ones(shape, np.int64), "cuda")) is None
 
