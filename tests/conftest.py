@@ -76,6 +76,14 @@ def gpu_device(request):
         yield "cuda"
 
 
+@pytest.fixture
+def emulated():
+    """Device "cuda" with the CUDA sources emulated on the CPU (skipped without g++): the
+    op-level emulated legs, where the kernels themselves are `kernel_leg`'s."""
+    with _enter("cuda-emulated"):
+        yield "cuda"
+
+
 @pytest.fixture(params=["cuda", "cuda-emulated"])
 def kernel_leg(request):
     """The leg's name, with device "cuda" set up for it: a real GPU (skipped without one),

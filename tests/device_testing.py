@@ -1,13 +1,19 @@
 """Helpers of the device tests: is "cuda" the simulated CuPy, how close a device run must
-come to the CPU's, and host copies of results."""
+come to the CPU's, host copies of results, and `check_on_device`, the device legs of the
+convolution, pooling and norm families: an op on a device against the CPU's reference
+kernels (float32 and float64, NCHW and channels-last), with no hidden host transfer."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import fake_cupy
 import numpy as np
+import pytest
 
 import autograd
 from autograd.backend import CPU, cuda_module, device_of, to_device
+from autograd.tensor import Tensor
 
 # How close a float64 run on device "cuda" must come to the CPU's: the one definition of the
 # device legs' tolerances (tests/op_testing.py's check_op and the device tests use these).
@@ -58,3 +64,67 @@ def cuda_host(array) -> np.ndarray:
     """A kernel's result, asserted to be on device "cuda", on the host."""
     assert device_of(array) == "cuda", f"a result on {device_of(array)}"
     return to_device(array, CPU)
+
+
+def device_array(host: np.ndarray, device: str, channels_last: bool):
+    """`host` on `device`; a 4-D array with channels-last memory when asked."""
+    if channels_last and host.ndim == 4:
+        return to_device(np.ascontiguousarray(host.transpose(0, 2, 3, 1)),
+                         device).transpose(0, 3, 1, 2)
+    return to_device(host, device)
+
+
+def _run_on(fn, inputs: list[np.ndarray], device: str, channels_last: bool, seed: int = 0):
+    """fn(*tensors) on `device` and backward with a seeded upstream gradient: (output,
+    gradients, the output tensor) with arrays copied to the host."""
+    tensors = [Tensor(device_array(a, device, channels_last), requires_grad=True)
+               for a in inputs]
+    counted = counts_transfers(device)
+    before = Counter(fake_cupy.transfers)
+    out = fn(*tensors)
+    assert not counted or fake_cupy.transfers == before, "a host transfer in the forward"
+    upstream = np.random.default_rng(seed).standard_normal(out.shape).astype(out.dtype)
+    upstream = Tensor(to_device(upstream, device))
+    before = Counter(fake_cupy.transfers)
+    out.backward(upstream)
+    assert not counted or fake_cupy.transfers == before, "a host transfer in the backward"
+    assert out.device == device and all(t.grad.device == device for t in tensors)
+    grads = [t.grad.numpy(force=True) for t in tensors]
+    return out.numpy(force=True), grads, out
+
+
+def check_on_device(fn, inputs: list[np.ndarray], device: str, dtype, channels_last: bool,
+                    monkeypatch, layout: bool = True) -> None:
+    """fn's output and gradients on `device` (float32 or float64, NCHW or channels-last
+    inputs) equal the CPU's with the reference kernels (AUTOGRAD_REFERENCE_KERNELS=1); on
+    the simulated CuPy, with no host transfer in forward or backward; with `layout`, the
+    output in the memory order the CPU gives."""
+    inputs = [a.astype(dtype) for a in inputs]
+    with monkeypatch.context() as env:
+        env.setenv("AUTOGRAD_REFERENCE_KERNELS", "1")
+        expected, expected_grads, expected_out = _run_on(fn, inputs, "cpu", channels_last)
+    out, grads, out_tensor = _run_on(fn, inputs, device, channels_last)
+    # Other summation orders (references, cuBLAS) differ by rounding, relative to the
+    # largest terms of a sum: a share of the largest entry joins the absolute tolerance
+    # (float64: SIMULATOR_TOLERANCE).
+    rtol, share = (2e-4, 2e-5) if dtype == np.float32 else (SIMULATOR_TOLERANCE["rtol"],
+                                                             SIMULATOR_TOLERANCE["atol"])
+    assert out.dtype == dtype and out.shape == expected.shape
+    for i, (got, want) in enumerate(zip([out, *grads], [expected, *expected_grads])):
+        assert got.dtype == dtype and got.shape == want.shape
+        atol = share * max(1.0, float(np.abs(want).max(initial=0.0)))
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol,
+                                   err_msg="output" if i == 0 else f"gradient of input {i - 1}")
+    if layout:  # the same memory order (NCHW views of channels-last arrays...)
+        assert np.argsort(out_tensor.data.strides).tolist() == \
+            np.argsort(expected_out.data.strides).tolist()
+
+
+DTYPES = [np.float32, np.float64]
+# check_on_device's legs: float32 and float64, NCHW and channels-last (NHWC memory) inputs
+CHANNELS_LAST = pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "nhwc"])
+
+
+def normal(*shape: int, seed: int = 1) -> np.ndarray:
+    """Standard normal values of `shape`, seeded by `seed` and the shape."""
+    return np.random.default_rng(seed + sum(shape)).standard_normal(shape)

@@ -7,9 +7,16 @@ every op must keep: inputs are not mutated, gradients do not alias each other or
 and the graph's saved arrays are released after backward. It then runs the same op once more
 on device "cuda", on the simulated CuPy (always) and on a real GPU (where there is one), and
 compares its outputs and gradients with the CPU's.
+
+`check_torch_case(name, fn)` checks an op's output and gradients against PyTorch's, in
+float64 (tests/reference/torch_ops.npz: for case NAME the inputs NAME/in0.., the output
+NAME/out, an upstream gradient NAME/upstream and NAME/gradI = d sum(out * upstream) / d inI,
+and any extra arrays the case needs, `torch_case(NAME)`).
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import fake_cupy
 import numpy as np
@@ -20,6 +27,30 @@ from hypothesis.extra import numpy as hnp
 import autograd
 from autograd.backend import CPU, cuda_module, get_array_module, to_device
 from autograd.engine import topological_order
+
+TORCH_REFERENCE = np.load(Path(__file__).parent / "reference" / "torch_ops.npz")
+
+
+def torch_case(name: str) -> dict[str, np.ndarray]:
+    """The arrays of PyTorch reference case `name`, by key (in0, out, upstream, grad0...)."""
+    return {key.split("/", 1)[1]: TORCH_REFERENCE[key] for key in TORCH_REFERENCE.files
+            if key.startswith(name + "/")}
+
+
+def check_torch_case(name: str, fn, rtol: float = 1e-12, atol: float = 1e-12) -> None:
+    """fn(*inputs of case `name`): its float64 output and every input's gradient (backward of
+    <out, upstream>) equal PyTorch's."""
+    ref = torch_case(name)
+    count = sum(1 for key in ref if key[:2] == "in" and key[2:].isdigit())
+    inputs = [autograd.Tensor(ref[f"in{i}"].copy(), requires_grad=True) for i in range(count)]
+    out = fn(*inputs)
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out.numpy(), ref["out"], rtol=rtol, atol=atol)
+    out.backward(autograd.Tensor(ref["upstream"]))
+    for i, x in enumerate(inputs):
+        np.testing.assert_allclose(x.grad.numpy(), ref[f"grad{i}"], rtol=rtol, atol=atol,
+                                   err_msg=f"gradient of input {i}")
+
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
 

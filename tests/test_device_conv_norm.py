@@ -1,4 +1,5 @@
-"""Convolutions, pooling, resizing and the norms on every device: output and gradients
+"""Convolutions, pooling and resizing on every device (the norms: tests/test_norm.py):
+output and gradients
 against the CPU with the reference kernels (AUTOGRAD_REFERENCE_KERNELS=1), on the same
 inputs, float32 and float64, NCHW and channels-last inputs.
 
@@ -148,74 +149,11 @@ def test_pooling_and_resizing(device, name, dtype, channels_last, monkeypatch):
     check(POOLING[name], [normal(2, 3, 7, 6)], device, dtype, channels_last, monkeypatch)
 
 
-# ---- norms --------------------------------------------------------------------------------
-
-NORMS = {
-    "group_norm": (lambda x, w, b: F.group_norm(x, 2, w, b), [(2, 6, 5, 4), (6,), (6,)]),
-    "group_norm, groups of one channel": (lambda x, w, b: F.group_norm(x, 6, w, b),
-                                          [(2, 6, 3, 5), (6,), (6,)]),
-    "group_norm, no affine": (lambda x: F.group_norm(x, 3), [(3, 6, 4, 4)]),
-    "group_norm_silu": (lambda x, w, b: F.group_norm_silu(x, 3, w, b),
-                        [(2, 6, 5, 4), (6,), (6,)]),
-    "layer_norm, last dim": (lambda x, w, b: F.layer_norm(x, 8, w, b), [(2, 3, 8), (8,), (8,)]),
-    "layer_norm, last two dims": (lambda x, w, b: F.layer_norm(x, (4, 5), w, b),
-                                  [(2, 3, 4, 5), (4, 5), (4, 5)]),
-    "batch_norm, training": (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
-                             [(4, 3, 5, 5), (3,), (3,)]),
-}
-
-
-@LAYOUTS
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("name", sorted(NORMS))
-def test_norms(device, name, dtype, channels_last, monkeypatch):
-    fn, shapes = NORMS[name]
-    inputs = [normal(*s) * 1.5 + 0.3 for s in shapes]
-    check(fn, inputs, device, dtype, channels_last, monkeypatch, layout=False)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-def test_batch_norm_running_statistics_and_evaluation(device, dtype, monkeypatch):
-    """Training updates the running mean and unbiased variance in place, on the device;
-    evaluation normalises with them (output and gradients as on the CPU)."""
-    initial = (np.array([0.2, -0.1, 0.4], dtype), np.array([1.5, 0.7, 2.0], dtype))
-    inputs = [normal(4, 3, 3, 5), normal(3), normal(3)]
-    for training in (True, False):
-        for channels_last in (False, True):
-            # check() runs fn on the CPU first, then on the device: one set of stats each.
-            stats = [tuple(Tensor(to_device(a.copy(), where)) for a in initial)
-                     for where in ("cpu", device)]
-            runs = []
-
-            def fn(x, w, b, training=training, stats=stats, runs=runs):
-                mean, var = stats[len(runs)]
-                runs.append(x.device)
-                return F.batch_norm(x, mean, var, w, b, training=training, momentum=0.3)
-
-            check(fn, inputs, device, dtype, channels_last, monkeypatch, layout=False)
-            assert runs == ["cpu", device]
-            for got, want, start in zip(stats[1], stats[0], initial):
-                assert got.device == device and got.dtype == dtype
-                np.testing.assert_allclose(got.numpy(force=True), want.numpy(), rtol=1e-5,
-                                           atol=1e-6)
-                assert np.allclose(want.numpy(), start) != training  # updated when training
-
-
-def test_batch_norm_running_statistics_on_another_device_raise(device):
-    if device == "cpu":
-        pytest.skip("needs a second device")
-    x = Tensor(np.ones((2, 3, 2, 2)), device=device)
-    stat = Tensor(np.ones(3))
-    with pytest.raises(RuntimeError, match="running_mean is on cpu but the input is on cuda"):
-        F.batch_norm(x, stat, stat, training=True)
-
-
 # ---- the CUDA kernels, emulated on the CPU ------------------------------------------------
 
 ALL_CASES = {**{name: fn for name, (fn, _) in CONVOLUTIONS.items()},
-             **{name: fn for name, (fn, _) in NORMS.items()}, **POOLING}
+             **POOLING}
 SHAPES = {**{name: shapes for name, (_, shapes) in CONVOLUTIONS.items()},
-          **{name: shapes for name, (_, shapes) in NORMS.items()},
           **{name: [(2, 3, 7, 6)] for name in POOLING}}
 
 
@@ -232,5 +170,4 @@ def emulated():
 @pytest.mark.parametrize("name", sorted(ALL_CASES))
 def test_ops_on_the_emulated_cuda_kernels(emulated, name, dtype, channels_last, monkeypatch):
     inputs = [normal(*s) * 1.5 + 0.3 for s in SHAPES[name]]
-    check(ALL_CASES[name], inputs, emulated, dtype, channels_last, monkeypatch,
-          layout=name not in NORMS)
+    check(ALL_CASES[name], inputs, emulated, dtype, channels_last, monkeypatch)
