@@ -128,3 +128,39 @@ CHANNELS_LAST = pytest.mark.parametrize("channels_last", [False, True], ids=["nc
 def normal(*shape: int, seed: int = 1) -> np.ndarray:
     """Standard normal values of `shape`, seeded by `seed` and the shape."""
     return np.random.default_rng(seed + sum(shape)).standard_normal(shape)
+
+
+# ---- one op on a device against the CPU, on the same inputs (float64) --------------------
+
+
+def run_on_device(fn, arrays, device, requires_grad=True, seed=0):
+    """fn on float64 tensors of `arrays` on `device`: its outputs and the inputs' gradients
+    after backward of sum <out_k, upstream_k> (a fixed random upstream), on the host."""
+    tensors = [autograd.Tensor(a, device=device, requires_grad=requires_grad) for a in arrays]
+    out = fn(*tensors)
+    outputs = list(out) if isinstance(out, (tuple, list)) else [out]
+    for o in outputs:
+        assert o.device == device, f"an output on {o.device}, expected {device}"
+    rng = np.random.default_rng(seed)
+    terms = [(o * autograd.tensor(rng.standard_normal(o.shape), dtype=o.dtype, device=device))
+             .sum() for o in outputs if o.requires_grad]
+    if terms:
+        sum(terms[1:], terms[0]).backward()
+    grads = []
+    for t in tensors:
+        if t.grad is not None:
+            assert t.grad.device == device, f"a gradient on {t.grad.device}"
+        grads.append(None if t.grad is None else host(t.grad.data))
+    return [host(o.data) for o in outputs], grads
+
+
+def assert_same_as_cpu(fn, *arrays, device, requires_grad=True):
+    """fn on `device` gives the CPU's outputs and gradients."""
+    got = run_on_device(fn, arrays, device, requires_grad)
+    expected = run_on_device(fn, arrays, "cpu", requires_grad)
+    for g, e in zip(got[0] + got[1], expected[0] + expected[1]):
+        assert (g is None) == (e is None)
+        if g is not None:
+            assert g.dtype == e.dtype and g.shape == e.shape
+            np.testing.assert_allclose(g, e, **tolerance(one_op=True))
+    return got
