@@ -1,4 +1,5 @@
-"""Shared test configuration: hypothesis profiles and paths to the shared reference data."""
+"""Shared test configuration: hypothesis profiles, paths to the shared reference data, the
+device legs and the shared data fixtures."""
 
 import contextlib
 import os
@@ -75,9 +76,29 @@ def gpu_device(request):
         yield "cuda"
 
 
+@pytest.fixture
+def emulated():
+    """Device "cuda" with the CUDA sources emulated on the CPU (skipped without g++): the
+    op-level emulated legs, where the kernels themselves are `kernel_leg`'s."""
+    with _enter("cuda-emulated"):
+        yield "cuda"
+
+
 @pytest.fixture(params=["cuda", "cuda-emulated"])
 def kernel_leg(request):
     """The leg's name, with device "cuda" set up for it: a real GPU (skipped without one),
     or the CUDA sources emulated on the CPU."""
     with _enter(request.param):
         yield request.param
+
+
+# ---- data ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The first 64 MNIST training digits and their labels (the trainer tests' data)."""
+    from tinydiff.data import load_mnist
+
+    images, labels = load_mnist("train")
+    return images[:64], labels[:64]

@@ -13,12 +13,14 @@ import contextlib
 import os
 
 import numpy as np
+from device_testing import SIMULATOR_TOLERANCE
 
 import autograd
 from autograd.backend import CPU, device_of, to_device
 
+# float64: rounding alone (other summation orders), as on the simulator (device_testing.py)
 TOLERANCE = {np.dtype(np.float32): dict(rtol=1e-4, atol=1e-5),
-             np.dtype(np.float64): dict(rtol=1e-10, atol=1e-11)}
+             np.dtype(np.float64): SIMULATOR_TOLERANCE}
 
 
 @contextlib.contextmanager

@@ -1,5 +1,6 @@
 """Gradient checks of whole modules: `check_module` runs `op_testing.check_op` with the
-module's parameters swapped for the checked tensors (PyTorch's `functional_call`)."""
+module's parameters swapped for the checked tensors (PyTorch's `functional_call`); and
+`small_net`, the small float64 network of the device and data-parallel tests."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import copy
 import numpy as np
 from op_testing import check_op
 
+import autograd
+from autograd import nn
 from autograd.nn import Module
 
 
@@ -41,3 +44,10 @@ def check_module(module: Module, *inputs: np.ndarray, **kwargs) -> None:
     # the device legs run a copy of the module (its buffers too) on the device
     check_op(runner(module), *inputs, *params,
              device_fn=lambda device: runner(copy.deepcopy(module).to(device)), **kwargs)
+
+
+def small_net() -> nn.Module:
+    """conv 3x3 -> GroupNorm -> SiLU -> conv 1x1, 2 channels in and 1 out, float64, seeded."""
+    autograd.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.SiLU(),
+                         nn.Conv2d(4, 1, 1)).double()

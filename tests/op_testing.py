@@ -7,18 +7,50 @@ every op must keep: inputs are not mutated, gradients do not alias each other or
 and the graph's saved arrays are released after backward. It then runs the same op once more
 on device "cuda", on the simulated CuPy (always) and on a real GPU (where there is one), and
 compares its outputs and gradients with the CPU's.
+
+`check_torch_case(name, fn)` checks an op's output and gradients against PyTorch's, in
+float64 (tests/reference/torch_ops.npz: for case NAME the inputs NAME/in0.., the output
+NAME/out, an upstream gradient NAME/upstream and NAME/gradI = d sum(out * upstream) / d inI,
+and any extra arrays the case needs, `torch_case(NAME)`).
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import fake_cupy
 import numpy as np
+from device_testing import GPU_OP_TOLERANCE, SIMULATOR_TOLERANCE
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import autograd
 from autograd.backend import CPU, cuda_module, get_array_module, to_device
 from autograd.engine import topological_order
+
+TORCH_REFERENCE = np.load(Path(__file__).parent / "reference" / "torch_ops.npz")
+
+
+def torch_case(name: str) -> dict[str, np.ndarray]:
+    """The arrays of PyTorch reference case `name`, by key (in0, out, upstream, grad0...)."""
+    return {key.split("/", 1)[1]: TORCH_REFERENCE[key] for key in TORCH_REFERENCE.files
+            if key.startswith(name + "/")}
+
+
+def check_torch_case(name: str, fn, rtol: float = 1e-12, atol: float = 1e-12) -> None:
+    """fn(*inputs of case `name`): its float64 output and every input's gradient (backward of
+    <out, upstream>) equal PyTorch's."""
+    ref = torch_case(name)
+    count = sum(1 for key in ref if key[:2] == "in" and key[2:].isdigit())
+    inputs = [autograd.Tensor(ref[f"in{i}"].copy(), requires_grad=True) for i in range(count)]
+    out = fn(*inputs)
+    assert out.dtype == np.float64
+    np.testing.assert_allclose(out.numpy(), ref["out"], rtol=rtol, atol=atol)
+    out.backward(autograd.Tensor(ref["upstream"]))
+    for i, x in enumerate(inputs):
+        np.testing.assert_allclose(x.grad.numpy(), ref[f"grad{i}"], rtol=rtol, atol=atol,
+                                   err_msg=f"gradient of input {i}")
+
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=4)
 
@@ -53,13 +85,9 @@ def arrays(draw, shape, low: float = -3.0, high: float = 3.0, away_from=None,
     return values
 
 
-# The device legs' tolerances against the CPU run, in float64: the simulator runs the same
-# NumPy code but the kernels' references (other summation orders); a GPU also has its own
-# libraries (cuBLAS, atomic scatter-adds). Both differ only by rounding, which is relative to
-# the largest terms of a sum: `scale` of the largest entry joins the absolute tolerance (a
-# gradient that cancels to 0 comes out as +-1e-12 on one device and 0 on the other).
-SIMULATOR_TOLERANCE = dict(rtol=1e-10, atol=1e-11, scale=1e-10)
-GPU_TOLERANCE = dict(rtol=1e-9, atol=1e-10, scale=1e-9)
+# The device legs' tolerances against the CPU run (float64) are tests/device_testing.py's:
+# rounding differences, relative to the largest terms of a sum, so `rtol` of the largest
+# entry joins the absolute tolerance (see _assert_close).
 
 
 def check_op(fn, *arrays_in: np.ndarray, requires_grad=None, directional: bool = False,
@@ -98,7 +126,7 @@ def check_op(fn, *arrays_in: np.ndarray, requires_grad=None, directional: bool =
                               SIMULATOR_TOLERANCE)
         if _real_gpu():
             _check_device_leg(fn, device_fn, arrays_in, requires_grad, reference,
-                              GPU_TOLERANCE)
+                              GPU_OP_TOLERANCE)
 
 
 def _real_gpu() -> bool:
@@ -151,7 +179,7 @@ def _assert_close(got, expected: np.ndarray, tolerance: dict, message: str) -> N
         np.abs(expected)
     largest = float(finite.max()) if finite.size else 0.0
     np.testing.assert_allclose(got, expected, rtol=tolerance["rtol"], err_msg=message,
-                               atol=tolerance["atol"] + tolerance["scale"] * largest)
+                               atol=tolerance["atol"] + tolerance["rtol"] * largest)
 
 
 def _check_device_leg(fn, device_fn, arrays_in, requires_grad, reference, tolerance) -> None:

@@ -1,16 +1,18 @@
 """scaled_dot_product_attention, MultiheadAttention and SelfAttention2d: values against the
-definition written in NumPy, float64 gradient checks (with and without bool/float masks),
-and errors for bad input."""
+definition written in NumPy and PyTorch's values, float64 gradient checks (with and without
+bool/float masks, each with check_op's simulated-CuPy leg), errors for bad input, and the
+device legs (cuda-sim, cuda). Its softmax kernels: tests/test_softmax.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from device_testing import assert_same_as_cpu
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from module_testing import check_module
-from op_testing import arrays, check_op
+from op_testing import arrays, check_op, check_torch_case, torch_case
 
 import autograd
 from autograd import nn
@@ -258,3 +260,61 @@ def test_self_attention_2d_matches_definition_and_gradcheck(data, heads, height,
     np.testing.assert_allclose(out.numpy(), self_attention_definition(block, x, heads),
                                rtol=1e-9, atol=1e-10)
     check_module(block, x, directional=True)
+
+
+# ---- PyTorch's values and the device legs ------------------------------------------------
+
+TORCH_CASES = {
+    "sdpa_bool_mask": lambda ref, q, k, v: F.scaled_dot_product_attention(
+        q, k, v, attn_mask=ref["mask"]),
+    "sdpa_plain": lambda ref, q, k, v: F.scaled_dot_product_attention(q, k, v),
+}
+
+
+@pytest.mark.parametrize("reference_kernels", ["0", "1"], ids=["fast paths", "references"])
+@pytest.mark.parametrize("name", sorted(TORCH_CASES))
+def test_matches_pytorch(name, reference_kernels, monkeypatch):
+    monkeypatch.setenv("AUTOGRAD_REFERENCE_KERNELS", reference_kernels)
+    ref = torch_case(name)
+    check_torch_case(name, lambda *inputs: TORCH_CASES[name](ref, *inputs), rtol=1e-10,
+                     atol=1e-12)
+
+
+@pytest.mark.parametrize("case", ["plain", "causal", "bool-mask", "float-mask", "dropout",
+                                  "empty-rows"])
+def test_attention_on_the_device_matches_the_cpu(case, gpu_device):
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.standard_normal(s) for s in [(2, 2, 4, 3), (2, 2, 5, 3), (2, 2, 5, 2)])
+    sdpa = autograd.nn.functional.scaled_dot_product_attention
+    mask = rng.standard_normal((4, 5)) > 0
+    if case == "empty-rows":
+        mask[1] = False  # a query that may attend to nothing: zeros, zero gradient
+    inputs = (q, k, v)
+    if case == "plain":
+        fn = sdpa
+    elif case == "causal":
+        def fn(*t):
+            return sdpa(*t, is_causal=True)
+    elif case in ("bool-mask", "empty-rows"):
+        def fn(*t):
+            return sdpa(*t, attn_mask=mask)
+    elif case == "float-mask":
+        inputs = (q, k, v, rng.standard_normal((2, 1, 4, 5)))
+
+        def fn(*t):
+            return sdpa(*t[:3], attn_mask=t[3])
+    else:
+        def fn(*t):
+            return sdpa(*t, dropout_p=0.3, generator=np.random.default_rng(9))
+    outputs, grads = assert_same_as_cpu(fn, *inputs, device=gpu_device)
+    if case == "empty-rows":
+        assert np.all(outputs[0][:, :, 1] == 0) and np.all(grads[0][:, :, 1] == 0)
+
+
+def test_attention_mask_on_another_device_is_an_error(gpu_device):
+    q = autograd.ones(1, 2, 3, device=gpu_device)
+    sdpa = autograd.nn.functional.scaled_dot_product_attention
+    with pytest.raises(RuntimeError, match="attn_mask is on cpu but q is on cuda:0"):
+        sdpa(q, q, q, attn_mask=autograd.Tensor(np.ones((2, 2), bool)))
+    out = sdpa(q, q, q, attn_mask=np.ones((2, 2), bool))  # a NumPy constant moves
+    assert out.device == gpu_device

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_training import digits, micro_config  # noqa: F401 (digits: a fixture)
+from training_testing import micro_config
 
 import autograd
 import tinydiff.training as training
@@ -21,7 +21,7 @@ from tinydiff.training import NonFiniteLossError, Trainer, read_checkpoint
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory, digits):  # noqa: F811
+def checkpoint(tmp_path_factory, digits):
     """A 1-step micro run's ckpt.npz (unconditional)."""
     run = tmp_path_factory.mktemp("run")
     Trainer(micro_config(steps=1, class_conditional=False), *digits).train(run, progress=False)
@@ -29,7 +29,7 @@ def checkpoint(tmp_path_factory, digits):  # noqa: F811
 
 
 @pytest.fixture
-def small_mnist(monkeypatch, digits):  # noqa: F811
+def small_mnist(monkeypatch, digits):
     """`train` from the command line on the 64 test digits instead of all of MNIST."""
     monkeypatch.setattr(training, "load_mnist", lambda split, data_dir=None: digits)
 

@@ -1,24 +1,39 @@
-"""conv2d and conv_transpose2d: PyTorch's outputs and gradients, a direct nested-loop
-definition, the adjoint identity between the two, gradient checks, errors, and modules."""
+"""The convolution family: conv2d and conv_transpose2d. PyTorch's outputs and gradients, a
+direct nested-loop definition, the adjoint identity between the two, gradient checks (each
+with check_op's simulated-CuPy leg), errors, and modules; the im2col / col2im kernels beneath
+them (numba, and the CUDA sources on a real GPU or emulated) against their NumPy references;
+and the device legs of the ops (cpu, cuda-sim, cuda, cuda-emulated) against the CPU's
+reference kernels.
+
+The kernels: autograd/kernels/conv.py and autograd/kernels/cuda/conv.cu; the op:
+autograd/ops/conv.py."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
+import fake_cupy
 import numpy as np
 import pytest
+from device_testing import (
+    CHANNELS_LAST,
+    DTYPES,
+    SIMULATOR_TOLERANCE,
+    check_on_device,
+    cuda_host,
+    normal,
+)
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from module_testing import check_module
-from op_testing import arrays, check_op
+from op_testing import arrays, check_op, check_torch_case
 
 import autograd
 import autograd.nn.functional as F
 from autograd import nn
+from autograd.backend import get_array_module, to_device
+from autograd.kernels import conv as kernels
 from autograd.kernels import conv_gemm, registry
+from autograd.kernels.conv import Window
 from autograd.ops import conv
-
-TORCH = np.load(Path(__file__).parent / "reference" / "torch_ops.npz")
 
 TORCH_CASES = {
     "conv2d_s1_p1": lambda x, w, b: F.conv2d(x, w, b, stride=1, padding=1),
@@ -28,19 +43,6 @@ TORCH_CASES = {
     "conv_transpose2d_s2_p1": lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2,
                                                                  padding=1),
 }
-
-
-def check_torch_case(name: str, fn) -> None:
-    """Output and every input gradient of `fn` match PyTorch's float64 reference."""
-    count = sum(key.startswith(f"{name}/in") for key in TORCH.files)
-    inputs = [autograd.Tensor(TORCH[f"{name}/in{i}"].copy(), requires_grad=True)
-              for i in range(count)]
-    out = fn(*inputs)
-    np.testing.assert_allclose(out.numpy(), TORCH[f"{name}/out"], rtol=1e-12, atol=1e-12)
-    (out * autograd.Tensor(TORCH[f"{name}/upstream"])).sum().backward()
-    for i, x in enumerate(inputs):
-        np.testing.assert_allclose(x.grad.numpy(), TORCH[f"{name}/grad{i}"], rtol=1e-12,
-                                   atol=1e-12, err_msg=f"gradient of input {i}")
 
 
 @pytest.mark.parametrize("mode", ["compiled", "reference kernels", "one image per chunk"])
@@ -349,3 +351,211 @@ def test_the_conv_fast_paths_are_registered_for_both_devices():
                     ("conv2d_input_grad", conv_gemm.conv2d_input_grad_gemm),
                     ("conv2d_weight_grad", conv_gemm.conv2d_weight_grad_gemm)):
         assert registry.fast_paths(op) == {"cpu": [run], "cuda": [run]}
+# ---- the im2col / col2im kernels (numba) against their references ------------------------
+
+
+@st.composite
+def geometries(draw):
+    """(input shape NHWC, Window) with a non-empty output."""
+    shape = tuple(draw(st.integers(1, n)) for n in (3, 7, 7, 4))
+    kernel = tuple(draw(st.integers(1, 3)) for _ in range(2))
+    stride = tuple(draw(st.integers(1, 2)) for _ in range(2))
+    padding = tuple(draw(st.integers(0, 2)) for _ in range(2))
+    dilation = tuple(draw(st.integers(1, 2)) for _ in range(2))
+    # Output sizes as a convolution with `padding` on both sides (or more below: "same").
+    extra = tuple(draw(st.integers(0, 1)) for _ in range(2))
+    output = tuple((n + 2 * p + e - d * (k - 1) - 1) // s + 1 for n, p, e, d, k, s in
+                   zip(shape[1:3], padding, extra, dilation, kernel, stride))
+    assume(min(output) >= 1)
+    return shape, Window(kernel, stride, padding, dilation, output)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(geometry=geometries(), seed=st.integers(0, 2**16), pad_value=st.sampled_from(
+    [0.0, -np.inf, 2.5]))
+def test_im2col_matches_reference(dtype, geometry, seed, pad_value):
+    shape, window = geometry
+    x = np.random.default_rng(seed).standard_normal(shape).astype(dtype)
+    cols = kernels.im2col(x, window, pad_value)
+    assert cols.dtype == dtype
+    np.testing.assert_array_equal(cols, kernels.im2col_reference(x, window, pad_value))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(geometry=geometries(), seed=st.integers(0, 2**16))
+def test_col2im_matches_reference_and_is_the_adjoint_of_im2col(dtype, geometry, seed):
+    shape, window = geometry
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    cols = rng.standard_normal(kernels.im2col_reference(x, window).shape)
+    image = kernels.col2im(cols.astype(dtype), shape, window)
+    assert image.dtype == dtype and image.shape == shape
+    tolerance = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(image, kernels.col2im_reference(cols, shape, window),
+                               rtol=tolerance, atol=tolerance)
+    # <im2col(x), cols> == <x, col2im(cols)>
+    np.testing.assert_allclose(np.sum(kernels.im2col(x, window) * cols),
+                               np.sum(x * kernels.col2im(cols, shape, window)), rtol=1e-10)
+
+
+def test_kernels_take_non_contiguous_inputs_but_not_integers():
+    window = Window((3, 3), (1, 1), (1, 1), (1, 1), (5, 4))
+    x = np.random.default_rng(0).standard_normal((2, 4, 5, 6))[:, :, :, ::2]
+    np.testing.assert_array_equal(kernels.im2col(x, window),
+                                  kernels.im2col_reference(x, window))
+    integers = np.ones((1, 5, 4, 3), np.int64)
+    assert registry.lookup("im2col", integers) is None
+    np.testing.assert_array_equal(kernels.im2col(integers, window),
+                                  kernels.im2col_reference(integers, window))
+
+
+def test_reference_switch_is_read_at_call_time(monkeypatch):
+    x = autograd.Tensor(np.random.default_rng(1).standard_normal((2, 3, 6, 5)))
+    w = autograd.Tensor(np.random.default_rng(2).standard_normal((4, 3, 3, 3)))
+    compiled = autograd.nn.functional.conv2d(x, w, stride=2, padding=1).numpy()
+    called = []
+    original = conv.conv2d_math  # the op's own math, which runs without fast paths
+    monkeypatch.setattr(conv, "conv2d_math", lambda *args, **kw: called.append(1) or
+                        original(*args, **kw))
+    monkeypatch.setenv("AUTOGRAD_REFERENCE_KERNELS", "1")
+    reference = autograd.nn.functional.conv2d(x, w, stride=2, padding=1).numpy()
+    assert called
+    np.testing.assert_allclose(compiled, reference, rtol=1e-12, atol=1e-12)
+
+
+# ---- the im2col / col2im CUDA kernels against their references ---------------------------
+# kernel_leg: "cuda" (a real GPU) and "cuda-emulated" (the CUDA sources compiled for the CPU
+# by tests/cuda_emulator.py, the launchers' arguments checked against the C signatures).
+
+# (N, H, W, C), kernel, stride, padding, dilation, extra rows/columns of padding below/right
+GEOMETRIES = {
+    "3x3": ((2, 5, 6, 3), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0)),
+    "padding beyond the kernel": ((1, 3, 4, 2), (2, 2), (1, 1), (3, 4), (1, 1), (0, 1)),
+    "stride > kernel": ((2, 7, 8, 3), (2, 1), (3, 4), (0, 1), (1, 1), (0, 0)),
+    "dilation": ((1, 7, 6, 2), (3, 2), (1, 2), (2, 1), (2, 3), (1, 0)),
+    "1x1": ((3, 4, 3, 5), (1, 1), (1, 1), (0, 0), (1, 1), (0, 0)),
+    "1x1 strided and padded": ((2, 5, 4, 3), (1, 1), (2, 2), (1, 1), (1, 1), (0, 0)),
+    "7 channels, odd sizes": ((2, 5, 3, 7), (3, 2), (2, 1), (1, 1), (1, 2), (1, 1)),
+    "one pixel": ((1, 1, 1, 1), (3, 3), (1, 1), (1, 1), (1, 1), (0, 0)),
+}
+
+
+CUDA_TOLERANCE = {np.float32: dict(rtol=1e-4, atol=1e-4), np.float64: SIMULATOR_TOLERANCE}
+
+
+def window_of(geometry) -> tuple[tuple[int, ...], Window]:
+    shape, kernel, stride, padding, dilation, extra = geometry
+    output = tuple((n + 2 * p + e - d * (k - 1) - 1) // s + 1 for n, p, e, d, k, s in
+                   zip(shape[1:3], padding, extra, dilation, kernel, stride))
+    assert min(output) >= 1
+    return shape, Window(kernel, stride, padding, dilation, output)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+def test_im2col_matches_the_reference(kernel_leg, name, dtype):
+    shape, window = window_of(GEOMETRIES[name])
+    x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+    for pad_value in (0.0, -np.inf, 2.5):
+        cols = kernels.im2col(to_device(x, "cuda"), window, pad_value)
+        assert cols.dtype == dtype
+        np.testing.assert_array_equal(cuda_host(cols),
+                                      kernels.im2col_reference(x, window, pad_value))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(GEOMETRIES))
+def test_col2im_matches_the_reference(kernel_leg, name, dtype):
+    shape, window = window_of(GEOMETRIES[name])
+    rng = np.random.default_rng(1)
+    cols = rng.standard_normal(kernels.im2col_reference(np.zeros(shape), window).shape)
+    cols = cols.astype(dtype)
+    expected = kernels.col2im_reference(cols, shape, window)
+    device_cols = to_device(cols, "cuda")
+    image = kernels.col2im(device_cols, shape, window)
+    assert image.dtype == dtype and image.shape == shape
+    np.testing.assert_allclose(cuda_host(image), expected, **CUDA_TOLERANCE[dtype])
+    # Into `out`: one image of a larger batch (contiguous), as conv's chunks do.
+    xp = get_array_module(device_cols)
+    batch = xp.full((shape[0] + 2, *shape[1:]), 7.0, dtype)
+    written = kernels.col2im(device_cols, shape, window, out=batch[1:1 + shape[0]])
+    np.testing.assert_array_equal(cuda_host(written), cuda_host(image))
+    np.testing.assert_array_equal(cuda_host(batch)[[0, -1]], 7.0)
+    np.testing.assert_array_equal(cuda_host(batch)[1:1 + shape[0]], cuda_host(image))
+
+
+def test_conv_kernels_take_non_contiguous_inputs_but_not_integers(kernel_leg):
+    shape, window = window_of(GEOMETRIES["3x3"])
+    x = np.random.default_rng(2).standard_normal((*shape[:3], 2 * shape[3]))
+    view = to_device(x, "cuda")[..., ::2]
+    np.testing.assert_array_equal(cuda_host(kernels.im2col(view, window)),
+                                  kernels.im2col_reference(x[..., ::2], window))
+    assert registry.lookup("im2col", to_device(np.ones(shape, np.int64), "cuda")) is None
+
+
+def test_conv_kernel_geometry_beyond_int_indices_is_refused():
+    window = Window((3, 3), (1, 1), (1, 1), (1, 1), (50_000, 50_000))
+    with pytest.raises(ValueError, match="too large for the kernels' int indices"):
+        kernels._geometry((1, 50_000, 50_000, 1), window)
+    assert kernels._geometry((2, 5, 6, 3), window_of(GEOMETRIES["3x3"])[1])[:4] == (2, 5, 6, 3)
+
+
+# ---- the ops on every device ----------------------------------------------------------------
+# check_on_device: output and gradients against the CPU's reference kernels, float32 and
+# float64, NCHW and channels-last, and the output in the CPU's memory order. The "cpu" leg
+# checks the numba paths, "cuda-sim" that the device code runs on CuPy arrays alone (no host
+# transfer), "cuda" the CUDA kernels and cuBLAS, "emulated" the CUDA sources compiled for the
+# CPU (the layouts the op hands its launchers).
+
+CONVOLUTIONS = {
+    "3x3 padded, bias": (lambda x, w, b: F.conv2d(x, w, b, padding=1),
+                         [(2, 4, 7, 6), (6, 4, 3, 3), (6,)]),
+    "strided, dilated, 2 groups, bias": (
+        lambda x, w, b: F.conv2d(x, w, b, stride=2, padding=(1, 0), dilation=(1, 2), groups=2),
+        [(2, 4, 8, 7), (6, 2, 3, 2), (6,)]),
+    "1x1": (lambda x, w: F.conv2d(x, w), [(2, 6, 5, 5), (4, 6, 1, 1)]),
+    "1x1, 2 groups": (lambda x, w: F.conv2d(x, w, groups=2), [(2, 4, 5, 3), (4, 2, 1, 1)]),
+    "same, dilated, fewer outputs (flipped-kernel gradient)": (
+        lambda x, w: F.conv2d(x, w, padding="same", dilation=2), [(2, 4, 6, 7), (3, 4, 3, 3)]),
+    "transposed, stride 2, output padding, bias": (
+        lambda x, w, b: F.conv_transpose2d(x, w, b, stride=2, padding=1, output_padding=1),
+        [(2, 4, 5, 4), (4, 3, 3, 3), (3,)]),
+    "transposed, dilated, 2 groups": (
+        lambda x, w: F.conv_transpose2d(x, w, groups=2, dilation=2),
+        [(2, 4, 4, 5), (4, 2, 2, 3)]),
+}
+
+
+@CHANNELS_LAST
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(CONVOLUTIONS))
+def test_convolutions_on_every_device(device, name, dtype, channels_last, monkeypatch):
+    fn, shapes = CONVOLUTIONS[name]
+    check_on_device(fn, [normal(*s) for s in shapes], device, dtype, channels_last, monkeypatch)
+
+
+@pytest.mark.parametrize("name", ["strided, dilated, 2 groups, bias",
+                                  "transposed, stride 2, output padding, bias"])
+def test_convolutions_one_image_per_chunk(device, name, monkeypatch):
+    """The chunked loops (each device's chunk size) give the unchunked result."""
+    monkeypatch.setattr(conv_gemm, "COLUMN_CHUNK_BYTES", 1)
+    monkeypatch.setattr(conv_gemm, "DEVICE_COLUMN_CHUNK_BYTES", 1)
+    fn, shapes = CONVOLUTIONS[name]
+    check_on_device(fn, [normal(*s) for s in shapes], device, np.float64, False, monkeypatch)
+
+
+def test_a_training_batch_is_one_chunk_on_the_gpu():
+    images, per_image = 128, 28 * 28 * 9 * 64 * 4  # columns of a 3x3 conv, 64 ch, 28 px
+    gpu_array = fake_cupy.ndarray(np.zeros(1))
+    assert len(conv_gemm._image_chunks(images, per_image, gpu_array)) == 1
+    assert len(conv_gemm._image_chunks(images, per_image, np.zeros(1))) > 1
+
+
+@CHANNELS_LAST
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(CONVOLUTIONS))
+def test_convolutions_on_the_emulated_cuda_kernels(emulated, name, dtype, channels_last,
+                                                   monkeypatch):
+    fn, shapes = CONVOLUTIONS[name]
+    check_on_device(fn, [normal(*s) for s in shapes], emulated, dtype, channels_last,
+                    monkeypatch)

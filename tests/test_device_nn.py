@@ -12,6 +12,7 @@ import fake_cupy
 import numpy as np
 import pytest
 from device_testing import host, simulated, tolerance
+from module_testing import small_net
 
 import autograd
 from autograd import nn, optim
@@ -19,13 +20,6 @@ from autograd.backend import device_of
 from autograd.nn import functional as F
 from autograd.nn.parallel import Replicas, parallel_apply, sliced_forward
 from autograd.random import dropout_keep_mask
-
-
-def small_net() -> nn.Module:
-    autograd.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.SiLU(),
-                         nn.Conv2d(4, 1, 1)).double()
-
 
 # ---- Module.to and state dicts --------------------------------------------------------------
 

@@ -1,58 +1,20 @@
-"""Device bookkeeping of the reduction, shape, indexing, matmul, softmax and attention ops:
-results (forward and gradients) on the device equal to the CPU's on the same inputs, device
-arrays where NumPy would hand back host scalars, host index arrays moved to the device, no
-hidden transfers, and errors that name what was wrong. The legs: a real GPU ("cuda",
-skipped without one) and the simulated CuPy ("cuda-sim")."""
+"""Device bookkeeping of the reduction, shape, indexing and matmul ops (softmax:
+tests/test_softmax.py, attention: tests/test_attention.py): results (forward and gradients)
+on the device equal to the CPU's on the same inputs, device arrays where NumPy would hand
+back host scalars, host index arrays moved to the device, no hidden transfers, and errors
+that name what was wrong. The legs: a real GPU ("cuda", skipped without one) and the
+simulated CuPy ("cuda-sim")."""
 
 from __future__ import annotations
 
 import fake_cupy
 import numpy as np
 import pytest
-from device_testing import counts_transfers
+from device_testing import assert_same_as_cpu, counts_transfers, host
 
 import autograd
 from autograd import ops
 from autograd.backend import device_of, to_device
-
-TOLERANCE = dict(rtol=1e-9, atol=1e-11)
-
-
-def host(array) -> np.ndarray:
-    return to_device(array, "cpu")
-
-
-def run(fn, arrays, device, requires_grad=True, seed=0):
-    """fn on float64 tensors of `arrays` on `device`: its outputs and the inputs' gradients
-    after backward of sum <out_k, upstream_k> (a fixed random upstream), on the host."""
-    tensors = [autograd.Tensor(a, device=device, requires_grad=requires_grad) for a in arrays]
-    out = fn(*tensors)
-    outputs = list(out) if isinstance(out, (tuple, list)) else [out]
-    for o in outputs:
-        assert o.device == device, f"an output on {o.device}, expected {device}"
-    rng = np.random.default_rng(seed)
-    terms = [(o * autograd.tensor(rng.standard_normal(o.shape), dtype=o.dtype, device=device))
-             .sum() for o in outputs if o.requires_grad]
-    if terms:
-        sum(terms[1:], terms[0]).backward()
-    grads = []
-    for t in tensors:
-        if t.grad is not None:
-            assert t.grad.device == device, f"a gradient on {t.grad.device}"
-        grads.append(None if t.grad is None else host(t.grad.data))
-    return [host(o.data) for o in outputs], grads
-
-
-def assert_same_as_cpu(fn, *arrays, device, requires_grad=True):
-    """fn on `device` gives the CPU's outputs and gradients."""
-    got = run(fn, arrays, device, requires_grad)
-    expected = run(fn, arrays, "cpu", requires_grad)
-    for g, e in zip(got[0] + got[1], expected[0] + expected[1]):
-        assert (g is None) == (e is None)
-        if g is not None:
-            assert g.dtype == e.dtype and g.shape == e.shape
-            np.testing.assert_allclose(g, e, **TOLERANCE)
-    return got
 
 
 @pytest.fixture
@@ -100,21 +62,6 @@ def test_max_with_dim_gives_indices_on_the_device(gpu_device, x34):
     assert result.indices.device == gpu_device and result.indices.dtype == np.int64
     np.testing.assert_array_equal(host(result.indices.data), np.argmax(x34, 1, keepdims=True))
     np.testing.assert_array_equal(host(result.values.data), x34.max(1, keepdims=True))
-
-
-@pytest.mark.filterwarnings("ignore:invalid value encountered")  # -inf - -inf, on the CPU
-def test_softmax_paths_and_empty_rows_match_the_cpu(gpu_device):
-    x = np.random.default_rng(1).standard_normal((2, 3, 5))
-    x[0, 1] = -np.inf  # an all -inf row: NaN, as PyTorch's softmax
-    for fn in (lambda t: t.softmax(-1), lambda t: t.softmax(1),  # fused, and not
-               lambda t: t.log_softmax(-1), lambda t: t.log_softmax(0)):
-        got = assert_same_as_cpu(fn, x, device=gpu_device, requires_grad=False)
-        assert got[0][0].shape == x.shape
-    probs = run(lambda t: t.softmax(-1), [x], gpu_device, requires_grad=False)[0][0]
-    assert np.all(np.isnan(probs[0, 1])) and np.all(np.isfinite(probs[1]))
-    assert_same_as_cpu(lambda t: t.softmax(-1), x[1:], device=gpu_device)
-    # A non-contiguous input takes the unfused path on every device alike.
-    assert_same_as_cpu(lambda t: t.transpose(0, 2).softmax(-1), x[1:], device=gpu_device)
 
 
 # ---- indexing -----------------------------------------------------------------------------
@@ -225,7 +172,7 @@ def test_joining_tensors_on_two_devices_raises_naming_both(gpu_device):
         autograd.matmul(b, a.T)
 
 
-# ---- matmul and attention -----------------------------------------------------------------
+# ---- matmul --------------------------------------------------------------------------------
 
 
 def test_matmul_shapes_on_the_device(gpu_device):
@@ -236,41 +183,3 @@ def test_matmul_shapes_on_the_device(gpu_device):
                            rng.standard_normal(b_shape), device=gpu_device)
 
 
-@pytest.mark.parametrize("case", ["plain", "causal", "bool-mask", "float-mask", "dropout",
-                                  "empty-rows"])
-def test_attention_on_the_device_matches_the_cpu(case, gpu_device):
-    rng = np.random.default_rng(5)
-    q, k, v = (rng.standard_normal(s) for s in [(2, 2, 4, 3), (2, 2, 5, 3), (2, 2, 5, 2)])
-    sdpa = autograd.nn.functional.scaled_dot_product_attention
-    mask = rng.standard_normal((4, 5)) > 0
-    if case == "empty-rows":
-        mask[1] = False  # a query that may attend to nothing: zeros, zero gradient
-    inputs = (q, k, v)
-    if case == "plain":
-        fn = sdpa
-    elif case == "causal":
-        def fn(*t):
-            return sdpa(*t, is_causal=True)
-    elif case in ("bool-mask", "empty-rows"):
-        def fn(*t):
-            return sdpa(*t, attn_mask=mask)
-    elif case == "float-mask":
-        inputs = (q, k, v, rng.standard_normal((2, 1, 4, 5)))
-
-        def fn(*t):
-            return sdpa(*t[:3], attn_mask=t[3])
-    else:
-        def fn(*t):
-            return sdpa(*t, dropout_p=0.3, generator=np.random.default_rng(9))
-    outputs, grads = assert_same_as_cpu(fn, *inputs, device=gpu_device)
-    if case == "empty-rows":
-        assert np.all(outputs[0][:, :, 1] == 0) and np.all(grads[0][:, :, 1] == 0)
-
-
-def test_attention_mask_on_another_device_is_an_error(gpu_device):
-    q = autograd.ones(1, 2, 3, device=gpu_device)
-    sdpa = autograd.nn.functional.scaled_dot_product_attention
-    with pytest.raises(RuntimeError, match="attn_mask is on cpu but q is on cuda:0"):
-        sdpa(q, q, q, attn_mask=autograd.Tensor(np.ones((2, 2), bool)))
-    out = sdpa(q, q, q, attn_mask=np.ones((2, 2), bool))  # a NumPy constant moves
-    assert out.device == gpu_device

@@ -7,34 +7,28 @@ tolerances below absorb float32 reassociation)."""
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
+import training_testing
 from fake_cupy import simulated_cuda, transfers
 
 import autograd
 from autograd.backend import CPU, to_device
 from tinydiff.cli import main
-from tinydiff.data import load_mnist
 from tinydiff.diffusion import training_losses, variational_bound
 from tinydiff.models import build_model
 from tinydiff.samplers import sample
 from tinydiff.schedules import NoiseSchedule
-from tinydiff.training import TrainConfig, Trainer, load_for_sampling
+from tinydiff.training import Trainer, load_for_sampling
 
 TOLERANCE = dict(rtol=2e-4, atol=2e-5)  # after a few float32 Adam steps
 
 
-@pytest.fixture(scope="module")
-def digits():
-    images, labels = load_mnist("train")
-    return images[:32], labels[:32]
-
-
-def micro_config(**overrides) -> TrainConfig:
-    settings = dict(model="micro", steps=3, batch_size=8, warmup_steps=1, checkpoint_every=3,
-                    lr=2e-3)
-    settings.update(overrides)
-    return TrainConfig(**settings)
+# Shorter runs than the trainer tests' (MICRO_RUN): one warmup step, a checkpoint at the end.
+micro_config = functools.partial(training_testing.micro_config, steps=3, warmup_steps=1,
+                                 checkpoint_every=3)
 
 
 def host_weights(trainer: Trainer) -> dict[str, np.ndarray]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from device_testing import cuda_host
 from kernel_testing import op_math
 
-from autograd.backend import device_of, to_device
+from autograd.backend import to_device
 from autograd.kernels import registry
 from autograd.ops import elementwise
 
@@ -22,11 +23,6 @@ DTYPES = [np.float32, np.float64]
 
 def device(array):
     return to_device(np.ascontiguousarray(array), "cuda")
-
-
-def host(array) -> np.ndarray:
-    assert device_of(array) == "cuda", f"a result on {device_of(array)}"
-    return to_device(array, "cpu")
 
 
 def tolerance(dtype) -> dict:
@@ -96,7 +92,7 @@ def test_unary_kernels_match_the_cpu_reference(name, dtype, shape, kernel_leg):
     x = values(shape, dtype)
     got = kernel(device(x))
     assert got.dtype == dtype and got.shape == x.shape
-    np.testing.assert_allclose(host(got), reference(x), **tolerance(dtype))
+    np.testing.assert_allclose(cuda_host(got), reference(x), **tolerance(dtype))
 
 
 @pytest.mark.parametrize("name", sorted(UNARY))
@@ -105,20 +101,20 @@ def test_unary_kernels_on_strided_and_channels_last_inputs(name, dtype, kernel_l
     kernel, reference = UNARY[name]
     x = values((2, 9, 4, 3), dtype)
     strided = device(x)[:, ::2, :, 1:]  # not dense: made contiguous first
-    np.testing.assert_allclose(host(kernel(strided)), reference(x[:, ::2, :, 1:]),
+    np.testing.assert_allclose(cuda_host(kernel(strided)), reference(x[:, ::2, :, 1:]),
                                **tolerance(dtype))
     channels_last = device(x).transpose(0, 3, 1, 2)  # NCHW view of NHWC memory
     got = kernel(channels_last)
     assert got.shape == channels_last.shape
     assert got.transpose(0, 2, 3, 1).flags.c_contiguous, "the layout was not kept"
-    np.testing.assert_allclose(host(got), reference(x.transpose(0, 3, 1, 2)),
+    np.testing.assert_allclose(cuda_host(got), reference(x.transpose(0, 3, 1, 2)),
                                **tolerance(dtype))
 
 
 def test_erfc_keeps_its_accuracy_in_the_upper_tail(kernel_leg):
     x = np.array([6.0, 10.0, 20.0, 26.0])  # erf(x) rounds to 1, erfc(x) from 2e-17 down
-    got = host(UNARY["erfc"][0](device(x)))
-    assert np.all(got > 0) and np.all(host(UNARY["erf"][0](device(x))) == 1.0)
+    got = cuda_host(UNARY["erfc"][0](device(x)))
+    assert np.all(got > 0) and np.all(cuda_host(UNARY["erf"][0](device(x))) == 1.0)
     np.testing.assert_allclose(got, UNARY["erfc"][1](x), rtol=1e-13)
 
 
@@ -131,7 +127,7 @@ def test_silu_backward_matches_the_cpu_reference(dtype, shapes, kernel_leg):
     got = fast("silu_backward")(device(x), device(grad))
     expected = silu_backward_math(x.astype(np.float64), grad.astype(np.float64))
     assert got.dtype == dtype and got.shape == expected.shape
-    np.testing.assert_allclose(host(got), expected.astype(dtype),
+    np.testing.assert_allclose(cuda_host(got), expected.astype(dtype),
                                **silu_backward_tolerance(dtype, grad))
 
 
@@ -143,10 +139,10 @@ def test_silu_backward_on_channels_last_and_strided_inputs(dtype, kernel_leg):
     assert got.transpose(0, 2, 3, 1).flags.c_contiguous
     expected = silu_backward_math(x.transpose(0, 3, 1, 2).astype(np.float64),
                                   grad.transpose(0, 3, 1, 2))
-    np.testing.assert_allclose(host(got), expected.astype(dtype),
+    np.testing.assert_allclose(cuda_host(got), expected.astype(dtype),
                                **silu_backward_tolerance(dtype, grad))
     mixed = fast("silu_backward")(x_there, device(grad.transpose(0, 3, 1, 2)))
-    np.testing.assert_allclose(host(mixed), expected.astype(dtype),
+    np.testing.assert_allclose(cuda_host(mixed), expected.astype(dtype),
                                **silu_backward_tolerance(dtype, grad))
 
 

@@ -1,16 +1,22 @@
-"""group_norm, layer_norm, batch_norm and their modules: values against the textbook
-formula, float64 gradient checks, running statistics, errors for bad input, and the fused
-kernels (numba, CUDA) registered beneath them against the ops' own math."""
+"""The norm family: group_norm (and group_norm_silu), layer_norm, batch_norm and their
+modules. Values against the textbook formula and against PyTorch, float64 gradient checks
+(each with check_op's simulated-CuPy leg), running statistics, errors for bad input; the
+fused kernels registered beneath them (numba; the CUDA sources of kernels/cuda/norm.cu on a
+real GPU or emulated) against the ops' own math; and the device legs of the ops (cpu,
+cuda-sim, cuda, cuda-emulated) against the CPU's reference kernels.
+
+The kernels: autograd/kernels/norm.py and autograd/kernels/cuda/norm.cu."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from device_testing import CHANNELS_LAST, DTYPES, check_on_device, normal
 from hypothesis import given
 from hypothesis import strategies as st
 from kernel_testing import assert_fast_path_matches_math, forward_backward, on
 from module_testing import check_module
-from op_testing import arrays, check_op
+from op_testing import arrays, check_op, check_torch_case
 
 import autograd
 from autograd import nn
@@ -18,6 +24,7 @@ from autograd.backend import to_device
 from autograd.kernels import norm as norm_kernels
 from autograd.kernels import registry
 from autograd.nn import functional as F
+from autograd.tensor import Tensor
 
 
 def normalized(x: np.ndarray, axes: tuple[int, ...], eps: float = 1e-5) -> np.ndarray:
@@ -207,6 +214,23 @@ def test_batch_norm_errors():
         nn.BatchNorm2d(3)(autograd.zeros(2, 3))
 
 
+# ---- PyTorch's values (float64), with the fast paths and with the reference kernels --------
+
+TORCH_CASES = {
+    "group_norm_4": lambda x, w, b: F.group_norm(x, 4, w, b, eps=1e-5),
+    "layer_norm_last": lambda x, w, b: F.layer_norm(x, (6,), w, b, eps=1e-5),
+    "batch_norm_train": lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True,
+                                                     eps=1e-5),
+}
+
+
+@pytest.mark.parametrize("reference_kernels", ["0", "1"], ids=["fast paths", "references"])
+@pytest.mark.parametrize("name", sorted(TORCH_CASES))
+def test_matches_pytorch(name, reference_kernels, monkeypatch):
+    monkeypatch.setenv("AUTOGRAD_REFERENCE_KERNELS", reference_kernels)
+    check_torch_case(name, TORCH_CASES[name], rtol=1e-10, atol=1e-12)
+
+
 # ---- modules ------------------------------------------------------------------------------
 
 
@@ -269,6 +293,85 @@ def test_norm_modules_gradcheck(data):
         for p in layer.parameters():
             p.data = data.draw(arrays(p.shape)).copy()
         check_module(layer, x, directional=True)
+
+
+# ---- the ops on every device ----------------------------------------------------------------
+# check_on_device: output and gradients against the CPU's reference kernels, float32 and
+# float64, NCHW and channels-last. The "cpu" leg checks the numba paths through the ops' 4-D
+# inputs, "cuda-sim" that the device code runs on CuPy arrays alone (no host transfer),
+# "cuda" the CUDA kernels and CuPy on a GPU, "emulated" the CUDA sources compiled for the CPU
+# (the ops with CUDA kernels: group_norm and group_norm_silu; layer_norm and batch_norm have
+# none, so their emulated leg would be the cuda-sim leg again).
+
+NORMS = {
+    "group_norm": (lambda x, w, b: F.group_norm(x, 2, w, b), [(2, 6, 5, 4), (6,), (6,)]),
+    "group_norm, groups of one channel": (lambda x, w, b: F.group_norm(x, 6, w, b),
+                                          [(2, 6, 3, 5), (6,), (6,)]),
+    "group_norm, no affine": (lambda x: F.group_norm(x, 3), [(3, 6, 4, 4)]),
+    "group_norm_silu": (lambda x, w, b: F.group_norm_silu(x, 3, w, b),
+                        [(2, 6, 5, 4), (6,), (6,)]),
+    "layer_norm, last dim": (lambda x, w, b: F.layer_norm(x, 8, w, b), [(2, 3, 8), (8,), (8,)]),
+    "layer_norm, last two dims": (lambda x, w, b: F.layer_norm(x, (4, 5), w, b),
+                                  [(2, 3, 4, 5), (4, 5), (4, 5)]),
+    "batch_norm, training": (lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True),
+                             [(4, 3, 5, 5), (3,), (3,)]),
+}
+
+
+@CHANNELS_LAST
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(NORMS))
+def test_norms_on_every_device(device, name, dtype, channels_last, monkeypatch):
+    fn, shapes = NORMS[name]
+    inputs = [normal(*s) * 1.5 + 0.3 for s in shapes]
+    check_on_device(fn, inputs, device, dtype, channels_last, monkeypatch, layout=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_batch_norm_running_statistics_and_evaluation(device, dtype, monkeypatch):
+    """Training updates the running mean and unbiased variance in place, on the device;
+    evaluation normalises with them (output and gradients as on the CPU)."""
+    initial = (np.array([0.2, -0.1, 0.4], dtype), np.array([1.5, 0.7, 2.0], dtype))
+    inputs = [normal(4, 3, 3, 5), normal(3), normal(3)]
+    for training in (True, False):
+        for channels_last in (False, True):
+            # check_on_device runs fn on the CPU first, then on the device: one set of stats each.
+            stats = [tuple(Tensor(to_device(a.copy(), where)) for a in initial)
+                     for where in ("cpu", device)]
+            runs = []
+
+            def fn(x, w, b, training=training, stats=stats, runs=runs):
+                mean, var = stats[len(runs)]
+                runs.append(x.device)
+                return F.batch_norm(x, mean, var, w, b, training=training, momentum=0.3)
+
+            check_on_device(fn, inputs, device, dtype, channels_last, monkeypatch, layout=False)
+            assert runs == ["cpu", device]
+            for got, want, start in zip(stats[1], stats[0], initial):
+                assert got.device == device and got.dtype == dtype
+                np.testing.assert_allclose(got.numpy(force=True), want.numpy(), rtol=1e-5,
+                                           atol=1e-6)
+                assert np.allclose(want.numpy(), start) != training  # updated when training
+
+
+def test_batch_norm_running_statistics_on_another_device_raise(device):
+    if device == "cpu":
+        pytest.skip("needs a second device")
+    x = Tensor(np.ones((2, 3, 2, 2)), device=device)
+    stat = Tensor(np.ones(3))
+    with pytest.raises(RuntimeError, match="running_mean is on cpu but the input is on cuda"):
+        F.batch_norm(x, stat, stat, training=True)
+
+
+
+@CHANNELS_LAST
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(name for name in NORMS if name.startswith("group_norm")))
+def test_group_norms_on_the_emulated_cuda_kernels(emulated, name, dtype, channels_last,
+                                                  monkeypatch):
+    fn, shapes = NORMS[name]
+    inputs = [normal(*s) * 1.5 + 0.3 for s in shapes]
+    check_on_device(fn, inputs, emulated, dtype, channels_last, monkeypatch, layout=False)
 
 
 # ---- fast paths: the fused kernels against the ops' math ----------------------------------

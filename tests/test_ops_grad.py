@@ -194,13 +194,6 @@ def test_max_min_with_dim(data, case, keepdim, largest):
     np.testing.assert_array_equal(result.indices.numpy(), pick(x, axis=dim, keepdims=keepdim))
 
 
-@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
-@given(data=st.data(), shape=hnp_shapes(1), dim=st.integers(-1, 0))
-def test_softmax_family(name, data, shape, dim):
-    x = data.draw(arrays(shape, low=-5, high=5))
-    check_op(lambda t: getattr(t, name)(dim), x)
-
-
 # ---- shape ops ----------------------------------------------------------------------------
 
 

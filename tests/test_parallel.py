@@ -5,16 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from module_testing import small_net
 
 import autograd
 from autograd import nn
 from autograd.nn.parallel import Replicas, parallel_apply, sliced_forward
-
-
-def small_net() -> nn.Module:
-    autograd.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.GroupNorm(2, 4), nn.SiLU(),
-                         nn.Conv2d(4, 1, 1)).double()
 
 
 def slice_losses(x: np.ndarray, target: np.ndarray, slices: int):

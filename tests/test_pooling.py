@@ -1,14 +1,14 @@
 """avg_pool2d, max_pool2d and nearest interpolate: PyTorch's outputs and gradients, direct
-definitions, gradient checks, errors, and modules."""
+definitions, gradient checks, errors, modules, and the ops on every device."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from device_testing import CHANNELS_LAST, DTYPES, check_on_device, normal
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from op_testing import arrays, check_op
-from test_conv import check_torch_case
+from op_testing import arrays, check_op, check_torch_case
 
 import autograd
 import autograd.nn.functional as F
@@ -130,3 +130,35 @@ def test_modules():
     assert nn.Upsample(size=(4, 5))(x).shape == (2, 3, 4, 5)
     assert "kernel_size=2" in repr(nn.MaxPool2d(2))
     assert not list(nn.MaxPool2d(2).parameters())
+
+
+# ---- the ops on every device ----------------------------------------------------------------
+# check_on_device (see tests/test_conv.py): against the CPU's reference kernels, float32 and
+# float64, NCHW and channels-last, on cpu, cuda-sim, cuda and the emulated CUDA sources (the
+# ops run on the CUDA elementwise kernels there; pooling has none of its own).
+
+POOLING = {
+    "avg 3 s2 p1": lambda x: F.avg_pool2d(x, 3, stride=2, padding=1),
+    "avg 2": lambda x: F.avg_pool2d(x, 2),
+    "max 3 s2 p1": lambda x: F.max_pool2d(x, 3, stride=2, padding=1),
+    "max 2 s1": lambda x: F.max_pool2d(x, 2, stride=1),
+    "nearest x2": lambda x: F.interpolate(x, scale_factor=2),
+    "nearest to 5x9": lambda x: F.interpolate(x, size=(5, 9)),
+    "nearest x1.5": lambda x: F.interpolate(x, scale_factor=1.5),
+}
+
+
+@CHANNELS_LAST
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(POOLING))
+def test_pooling_and_resizing_on_every_device(device, name, dtype, channels_last, monkeypatch):
+    check_on_device(POOLING[name], [normal(2, 3, 7, 6)], device, dtype, channels_last, monkeypatch)
+
+
+@CHANNELS_LAST
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(POOLING))
+def test_pooling_and_resizing_on_the_emulated_cuda_kernels(emulated, name, dtype,
+                                                           channels_last, monkeypatch):
+    check_on_device(POOLING[name], [normal(2, 3, 7, 6) * 1.5 + 0.3], emulated, dtype,
+                    channels_last, monkeypatch)

@@ -1,5 +1,6 @@
 """Outputs and gradients against PyTorch 2.13 in float64 (tests/reference/torch_ops.npz),
-for every reference case that is not a convolution, pooling or interpolation.
+for every reference case that is not a convolution, pooling or interpolation, a norm
+(tests/test_norm.py), log_softmax (tests/test_softmax.py) or attention (test_attention.py).
 
 For case NAME the file holds the inputs NAME/in0.., the output NAME/out, an upstream
 gradient NAME/upstream and NAME/gradI = d sum(out * upstream) / d inI."""
@@ -9,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import REPO_ROOT
+from test_attention import TORCH_CASES as ATTENTION_CASES
+from test_norm import TORCH_CASES as NORM_CASES
 
 import autograd
 from autograd import optim
@@ -24,13 +27,6 @@ def _case(name: str):
 
 
 CASES = {
-    "group_norm_4": lambda ref, x, w, b: F.group_norm(x, 4, w, b, eps=1e-5),
-    "layer_norm_last": lambda ref, x, w, b: F.layer_norm(x, (6,), w, b, eps=1e-5),
-    "batch_norm_train": lambda ref, x, w, b: F.batch_norm(x, None, None, w, b, training=True,
-                                                          eps=1e-5),
-    "sdpa_bool_mask": lambda ref, q, k, v: F.scaled_dot_product_attention(
-        q, k, v, attn_mask=ref["mask"]),
-    "sdpa_plain": lambda ref, q, k, v: F.scaled_dot_product_attention(q, k, v),
     "gelu_exact": lambda ref, x: F.gelu(x),
     "gelu_tanh": lambda ref, x: F.gelu(x, approximate="tanh"),
     "silu": lambda ref, x: F.silu(x),
@@ -39,7 +35,6 @@ CASES = {
     "cross_entropy_ls": lambda ref, x: F.cross_entropy(x, ref["labels"], label_smoothing=0.1),
     "mse_loss": lambda ref, a, b: F.mse_loss(a, b),
     "logsumexp": lambda ref, x: x.logsumexp(dim=-1),
-    "log_softmax": lambda ref, x: x.log_softmax(dim=-1),
     "getitem_repeat": lambda ref, x: x[ref["index"]],
     "matmul_bcast": lambda ref, a, b: a @ b,
 }
@@ -49,7 +44,8 @@ def test_every_non_convolution_case_is_covered():
     convolution_family = ("conv", "pool", "interpolate")
     names = {key.split("/")[0] for key in REFERENCE.files}
     expected = {name for name in names if not any(part in name for part in convolution_family)}
-    assert expected == set(CASES) | {"adamw"}
+    assert expected == (set(CASES) | set(NORM_CASES) | set(ATTENTION_CASES)
+                        | {"log_softmax", "adamw"})
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -64,14 +60,6 @@ def test_output_and_gradients_match_pytorch(name):
     for i, x in enumerate(inputs):
         np.testing.assert_allclose(x.grad.numpy(), ref[f"grad{i}"], rtol=RTOL, atol=ATOL,
                                    err_msg=f"gradient of input {i}")
-
-
-@pytest.mark.parametrize("reference_kernels", ["0", "1"])
-@pytest.mark.parametrize("name", ["group_norm_4", "layer_norm_last", "batch_norm_train",
-                                  "sdpa_bool_mask"])
-def test_reference_kernels_match_pytorch_too(name, reference_kernels, monkeypatch):
-    monkeypatch.setenv("AUTOGRAD_REFERENCE_KERNELS", reference_kernels)
-    test_output_and_gradients_match_pytorch(name)
 
 
 def test_adamw_steps_match_pytorch():

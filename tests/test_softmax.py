@@ -1,16 +1,22 @@
-"""The fused softmax kernels (numba, and CUDA on device "cuda") against the softmax math of
+"""The softmax family: softmax and log_softmax. Gradient checks (with check_op's
+simulated-CuPy leg), PyTorch's values, the device legs (cuda-sim, cuda), and the fused
+softmax kernels (numba, and CUDA on a real GPU or emulated) against the softmax math of
 autograd/ops/reduction.py, which Softmax and attention share: values and gradients, rows of
 -inf only (NaN for softmax, zeros for attention), awkward sizes, and what they decline.
-The op's gradient checks: tests/test_ops_grad.py and tests/test_attention.py."""
+Attention, the kernels' other user: tests/test_attention.py.
+
+The kernels: autograd/kernels/softmax.py and autograd/kernels/cuda/softmax.cu."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from device_testing import assert_same_as_cpu, run_on_device
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from kernel_testing import TOLERANCE, on, op_math
+from op_testing import arrays, check_op, check_torch_case
 
 import autograd
 from autograd.backend import to_device
@@ -20,6 +26,39 @@ from autograd.nn import functional as F
 from autograd.ops.reduction import softmax_backward, softmax_forward
 
 DTYPES = [np.float32, np.float64]
+
+
+# ---- the ops: gradient checks, PyTorch's values, devices ------------------------------------
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@given(data=st.data(), shape=hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4),
+       dim=st.integers(-1, 0))
+def test_softmax_family_gradcheck(name, data, shape, dim):
+    x = data.draw(arrays(shape, low=-5, high=5))
+    check_op(lambda t: getattr(t, name)(dim), x)
+
+
+def test_log_softmax_matches_pytorch():
+    check_torch_case("log_softmax", lambda x: x.log_softmax(dim=-1), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered")  # -inf - -inf, on the CPU
+def test_softmax_paths_and_empty_rows_match_the_cpu(gpu_device):
+    x = np.random.default_rng(1).standard_normal((2, 3, 5))
+    x[0, 1] = -np.inf  # an all -inf row: NaN, as PyTorch's softmax
+    for fn in (lambda t: t.softmax(-1), lambda t: t.softmax(1),  # fused, and not
+               lambda t: t.log_softmax(-1), lambda t: t.log_softmax(0)):
+        got = assert_same_as_cpu(fn, x, device=gpu_device, requires_grad=False)
+        assert got[0][0].shape == x.shape
+    probs = run_on_device(lambda t: t.softmax(-1), [x], gpu_device, requires_grad=False)[0][0]
+    assert np.all(np.isnan(probs[0, 1])) and np.all(np.isfinite(probs[1]))
+    assert_same_as_cpu(lambda t: t.softmax(-1), x[1:], device=gpu_device)
+    # A non-contiguous input takes the unfused path on every device alike.
+    assert_same_as_cpu(lambda t: t.transpose(0, 2).softmax(-1), x[1:], device=gpu_device)
+
+
+# ---- the numba kernels against the math -----------------------------------------------------
 
 
 def fast_and_math(x, grad, empty_row_value: float, device: str = "cpu"):

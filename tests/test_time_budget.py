@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from training_testing import micro_config
 
 import autograd
 import tinydiff.data
 import tinydiff.training
 from tinydiff import time_budget
 from tinydiff.cli import main
-from tinydiff.data import load_mnist
 from tinydiff.time_budget import (
     BudgetEstimate,
     checkpoint_saves,
@@ -26,13 +26,6 @@ from tinydiff.time_budget import (
     steps_for_budget,
 )
 from tinydiff.training import TrainConfig, Trainer, read_checkpoint
-
-
-@pytest.fixture(scope="module")
-def digits():
-    images, labels = load_mnist("train")
-    return images[:32], labels[:32]
-
 
 # ---- durations ----------------------------------------------------------------------------
 
@@ -162,14 +155,14 @@ def test_a_budget_the_probe_uses_up_is_an_error():
 
 # ---- the record in the checkpoint ---------------------------------------------------------
 
-MICRO = dict(model="micro", steps=3, batch_size=4, warmup_steps=1, checkpoint_every=2)
+MICRO = dict(steps=3, batch_size=4, warmup_steps=1)
 
 
 def test_the_record_survives_save_load_and_resume(tmp_path, digits):
     estimate = BudgetEstimate(budget_seconds=60.0, steps=3, seconds_per_step=0.1,
                               probe_steps=8, probe_seconds=1.5, save_seconds=0.2,
                               estimate_seconds=0.7)
-    trainer = Trainer(TrainConfig(**MICRO), *digits)
+    trainer = Trainer(micro_config(**MICRO), *digits)
     trainer.time_budget = estimate.to_dict()
     trainer.train(tmp_path, progress=False)
     state = read_checkpoint(tmp_path / "ckpt.npz")
@@ -185,7 +178,7 @@ def test_the_record_survives_save_load_and_resume(tmp_path, digits):
 
 
 def test_checkpoints_without_the_record_still_resume(tmp_path, digits):
-    Trainer(TrainConfig(**{**MICRO, "steps": 2}), *digits).train(tmp_path, progress=False)
+    Trainer(micro_config(**{**MICRO, "steps": 2}), *digits).train(tmp_path, progress=False)
     state = read_checkpoint(tmp_path / "ckpt.npz")
     del state["train_seconds"]  # as written before it was recorded
     autograd.save(state, tmp_path / "ckpt.npz")

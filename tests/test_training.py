@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from training_testing import micro_config
 
 import autograd
-from tinydiff.data import load_mnist
 from tinydiff.training import (
     NonFiniteLossError,
     TrainConfig,
@@ -14,19 +14,6 @@ from tinydiff.training import (
     load_for_sampling,
     read_checkpoint,
 )
-
-
-@pytest.fixture(scope="module")
-def digits():
-    images, labels = load_mnist("train")
-    return images[:64], labels[:64]
-
-
-def micro_config(**overrides) -> TrainConfig:
-    settings = dict(model="micro", steps=4, batch_size=8, warmup_steps=2, checkpoint_every=2,
-                    lr=2e-3)
-    settings.update(overrides)
-    return TrainConfig(**settings)
 
 
 def flat_weights(trainer: Trainer) -> dict[str, np.ndarray]:
