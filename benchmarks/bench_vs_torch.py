@@ -1,7 +1,7 @@
 """tinydiff against PyTorch eager on the CPU: the same mnist-tiny UNet, batch and threads.
 
     PYTHONPATH=. /path/to/torch-env/bin/python benchmarks/bench_vs_torch.py
-        [--threads 2] [--rounds 5] [--skip-layers]
+        [--threads 2] [--rounds 5] [--skip-layers] [--gap 0.5]
 
 PyTorch is for this benchmark only (never a dependency of the package, its extras or its
 tests): install it in a separate environment by hand, with this project's run-time
@@ -14,8 +14,12 @@ Without PyTorch the script says so and exits 0.
 
 Both sides get the same weights (copied by parameter name, and checked by comparing one
 forward pass), the same data and the same timesteps. Each round times every case once on
-each side, the two sides alternating, so both see the machine's drift alike; the table has
-the medians over the rounds and their ratio (tinydiff / PyTorch: below 1 is faster).
+each side, the two sides alternating (and which goes first alternating between rounds), so
+both see the machine's drift alike; each timed call starts after `--gap` idle seconds, so
+that neither side's spinning worker threads (OpenBLAS, OpenMP) slow the other: measured
+here, tinydiff's plain loop took 1.50 s right after PyTorch's and 1.41 s a second later.
+The table has the medians over the rounds and their ratio (tinydiff / PyTorch: below 1 is
+faster).
 
 Cases:
 - trainer step: tinydiff's `Trainer.train_step` (the default recipe: class labels, min-SNR-5
@@ -275,16 +279,23 @@ def torch_plain_step(model, optimizer, x0, t, noise, alphas_cumprod) -> None:
 
 # ---- timing -------------------------------------------------------------------------------
 
-def alternate(cases: dict[str, tuple[Callable, Callable]], rounds: int) -> dict[str, tuple]:
-    """Median seconds of each case's two sides, timed alternately after one warm-up each."""
+def alternate(cases: dict[str, tuple[Callable, Callable]], rounds: int,
+              gap: float) -> dict[str, tuple]:
+    """Median seconds of each case's two sides, timed alternately after one warm-up each.
+
+    Each timed call starts `gap` seconds after the last one ended: the side that ran before
+    leaves its worker threads spinning for a while (OpenBLAS's and OpenMP's busy-waits), and
+    without the pause they take cycles from whichever side runs next. Which side goes first
+    alternates between rounds."""
     times: dict[str, tuple[list, list]] = {name: ([], []) for name in cases}
     for ours, theirs in cases.values():
         ours(), theirs()
-    for _ in range(rounds):
+    for round_ in range(rounds):
         for name, pair in cases.items():
-            for side, fn in enumerate(pair):
+            for side in (0, 1) if round_ % 2 == 0 else (1, 0):
+                time.sleep(gap)
                 start = time.perf_counter()
-                fn()
+                pair[side]()
                 times[name][side].append(time.perf_counter() - start)
     return {name: (statistics.median(a), statistics.median(b)) for name, (a, b) in times.items()}
 
@@ -351,6 +362,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (median)")
     parser.add_argument("--skip-layers", action="store_true", help="no per-layer table")
     parser.add_argument("--sample-batch", type=int, default=256)
+    parser.add_argument("--gap", type=float, default=0.5,
+                        help="idle seconds before each timed call (0: back to back)")
     args = parser.parse_args()
     if torch is None:
         print(install_hint())
@@ -360,7 +373,8 @@ def main() -> int:
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
                 if line.startswith("model name")), platform.processor())
     print(f"CPU: {cpu}; {args.threads} thread(s); torch {torch.__version__}, numpy "
-          f"{np.__version__}, python {sys.version.split()[0]}; medians of {args.rounds} rounds")
+          f"{np.__version__}, python {sys.version.split()[0]}; medians of {args.rounds} rounds, "
+          f"{args.gap} s idle before each timed call")
 
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (4096, 1, 28, 28)).astype(np.float32)
@@ -418,10 +432,11 @@ def main() -> int:
                                              lambda: theirs_forward(False))
     cases[f"sampling forward, batch {n}, guided (x2)"] = (lambda: ours_forward(True),
                                                           lambda: theirs_forward(True))
-    print_table("The UNet (mnist-tiny)", alternate(cases, args.rounds))
+    print_table("The UNet (mnist-tiny)", alternate(cases, args.rounds, args.gap))
     if not args.skip_layers:
         print_table("Each convolution of mnist-tiny, batch 64",
-                    alternate(layer_cases(UNetConfig(), 64, rng), args.rounds))
+                    alternate(layer_cases(UNetConfig(), 64, rng), args.rounds,
+                                        args.gap))
     return 0
 
 

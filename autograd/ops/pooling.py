@@ -49,16 +49,17 @@ class MaxPool2d(Function):
         kernel_taps = self.window.kernel[0] * self.window.kernel[1]
         taps = im2col(channels_last(x), self.window, pad_value=-np.inf)
         taps = taps.reshape(-1, kernel_taps, x.shape[1])
-        self.argmax = taps.argmax(axis=1)[:, None, :]  # (N*ho*wo, 1, C)
-        out = get_array_module(x).take_along_axis(taps, self.argmax, axis=1)
+        argmax = taps.argmax(axis=1)[:, None, :]  # (N*ho*wo, 1, C)
+        self.save_for_backward(argmax)
+        out = get_array_module(x).take_along_axis(taps, argmax, axis=1)
         return channels_first(out.reshape(x.shape[0], *self.window.output, x.shape[1]))
 
     def backward(self, grad):  # out = x[argmax]: the gradient goes to the argmax tap only
-        xp = get_array_module(grad)
+        xp, (argmax,) = get_array_module(grad), self.saved
         n, c, h, w = self.input_shape
         kernel_taps = self.window.kernel[0] * self.window.kernel[1]
-        dcols = xp.zeros((self.argmax.shape[0], kernel_taps, c), grad.dtype)
-        xp.put_along_axis(dcols, self.argmax, channels_last(grad).reshape(-1, 1, c), axis=1)
+        dcols = xp.zeros((argmax.shape[0], kernel_taps, c), grad.dtype)
+        xp.put_along_axis(dcols, argmax, channels_last(grad).reshape(-1, 1, c), axis=1)
         return channels_first(col2im(dcols.reshape(dcols.shape[0], -1), (n, h, w, c),
                                      self.window))
 
