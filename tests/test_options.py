@@ -8,12 +8,22 @@ import numpy as np
 import pytest
 
 from tinydiff.cli import build_parser
-from tinydiff.options import BetaSchedule, PredictionType, TimestepSpacing, VarianceType
+from tinydiff.diffusion import training_losses
+from tinydiff.options import (
+    BetaSchedule,
+    LossWeighting,
+    LrSchedule,
+    PredictionType,
+    TimestepSampler,
+    TimestepSpacing,
+    VarianceType,
+)
 from tinydiff.samplers import SAMPLER_CLASSES, make_sampler
 from tinydiff.schedules import NoiseSchedule
 from tinydiff.training import TrainConfig
 
-OPTIONS = (PredictionType, VarianceType, TimestepSpacing, BetaSchedule)
+OPTIONS = (PredictionType, VarianceType, TimestepSpacing, BetaSchedule, LossWeighting,
+           LrSchedule, TimestepSampler)
 
 
 @pytest.mark.parametrize("option", OPTIONS)
@@ -37,21 +47,40 @@ def test_parse_names_the_option_the_value_and_the_choices(option):
 
 def test_option_names():
     assert [option.option_name() for option in OPTIONS] == [
-        "prediction_type", "variance_type", "timestep_spacing", "beta_schedule"]
+        "prediction_type", "variance_type", "timestep_spacing", "beta_schedule",
+        "loss_weighting", "lr_schedule", "timestep_sampler"]
 
 
 def test_train_config_parses_once_and_stores_strings():
     config = TrainConfig(prediction_type="v_prediction", variance_type="learned_range",
-                         beta_schedule="squaredcos_cap_v2")
+                         beta_schedule="squaredcos_cap_v2", lr_schedule="cosine",
+                         loss_weighting="uniform", timestep_sampler="loss-second-moment")
     assert config.prediction_type is PredictionType.V_PREDICTION
     assert config.variance_type is VarianceType.LEARNED_RANGE
     assert config.beta_schedule is BetaSchedule.SQUAREDCOS_CAP_V2
+    assert config.lr_schedule is LrSchedule.COSINE
+    assert config.loss_weighting is LossWeighting.UNIFORM
+    assert config.timestep_sampler is TimestepSampler.LOSS_SECOND_MOMENT
     stored = config.to_dict()
-    for name in ("prediction_type", "variance_type", "beta_schedule"):
-        assert type(stored[name]) is str
+    for option in OPTIONS:
+        if option is not TimestepSpacing:  # a sampling option, not a training one
+            assert type(stored[option.option_name()]) is str
     assert TrainConfig.from_dict(json.loads(json.dumps(stored))) == config
-    with pytest.raises(ValueError, match="prediction_type 'x0'.*beta_schedule 'cosine'"):
-        TrainConfig(prediction_type="x0", beta_schedule="cosine")
+    with pytest.raises(ValueError, match="lr_schedule 'linear'.*prediction_type 'x0'.*"
+                       "loss_weighting 'snr'.*timestep_sampler 'importance'.*"
+                       "beta_schedule 'cosine'"):
+        TrainConfig(prediction_type="x0", beta_schedule="cosine", lr_schedule="linear",
+                    loss_weighting="snr", timestep_sampler="importance")
+
+
+def test_training_losses_parses_its_options():
+    schedule = NoiseSchedule(10)
+    x0 = np.zeros((2, 1, 2, 2))
+    model = lambda x_t, t: x_t  # noqa: E731
+    for option, value in (("prediction_type", "x0"), ("loss_weighting", "snr"),
+                          ("variance_type", "learned")):
+        with pytest.raises(ValueError, match=f"unknown {option} '{value}'"):
+            training_losses(model, schedule, x0, np.random.default_rng(0), **{option: value})
 
 
 def test_schedule_parses_once_and_stores_strings():
@@ -91,3 +120,6 @@ def test_the_command_line_takes_its_choices_from_the_options():
     assert choices["beta_schedule"] == BetaSchedule.values()
     assert choices["schedules"] == BetaSchedule.values()
     assert choices["spacing"] == TimestepSpacing.values()
+    assert choices["loss_weighting"] == LossWeighting.values()
+    assert choices["lr_schedule"] == LrSchedule.values()
+    assert choices["timestep_sampler"] == TimestepSampler.values()

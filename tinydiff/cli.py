@@ -21,7 +21,6 @@ from tinydiff.cli_checks import (
     given_destinations,
     resume_conflicts,
 )
-from tinydiff.diffusion import LOSS_WEIGHTINGS
 from tinydiff.latent import (
     LatentPipeline,
     decode_latents,
@@ -30,9 +29,16 @@ from tinydiff.latent import (
     resume_latent_trainer,
     sidecar_path,
 )
-from tinydiff.options import BetaSchedule, PredictionType, TimestepSpacing, VarianceType
+from tinydiff.options import (
+    BetaSchedule,
+    LossWeighting,
+    LrSchedule,
+    PredictionType,
+    TimestepSampler,
+    TimestepSpacing,
+    VarianceType,
+)
 from tinydiff.samplers import DEFAULT_GUIDANCE, SAMPLER_CLASSES, SAMPLERS
-from tinydiff.timestep_sampling import TIMESTEP_SAMPLERS
 from tinydiff.training import TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -140,7 +146,8 @@ def add_train_parser(commands) -> None:
                    "run exactly")
     p.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size)
     p.add_argument("--lr", type=positive_float, default=DEFAULTS.lr)
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=DEFAULTS.lr_schedule)
+    p.add_argument("--lr-schedule", choices=LrSchedule.values(),
+                   default=DEFAULTS.lr_schedule.value)
     p.add_argument("--warmup-steps", type=non_negative_int, default=DEFAULTS.warmup_steps)
     p.add_argument("--weight-decay", type=non_negative_float, default=DEFAULTS.weight_decay)
     p.add_argument("--grad-clip", type=non_negative_float, default=DEFAULTS.grad_clip,
@@ -149,8 +156,8 @@ def add_train_parser(commands) -> None:
                    help="EMA warm-up power (2/3 short runs, 3/4 long runs)")
     p.add_argument("--prediction-type", choices=PredictionType.values(),
                    default=DEFAULTS.prediction_type.value)
-    p.add_argument("--loss-weighting", choices=LOSS_WEIGHTINGS,
-                   default=DEFAULTS.loss_weighting)
+    p.add_argument("--loss-weighting", choices=LossWeighting.values(),
+                   default=DEFAULTS.loss_weighting.value)
     p.add_argument("--snr-gamma", type=positive_float, default=DEFAULTS.snr_gamma)
     p.add_argument("--variance-type", choices=VarianceType.values(),
                    default=DEFAULTS.variance_type.value,
@@ -159,8 +166,8 @@ def add_train_parser(commands) -> None:
                    "fixed_large: DDPM samples with beta tilde / beta; default %(default)s)")
     p.add_argument("--vlb-weight", type=non_negative_float, default=DEFAULTS.vlb_weight,
                    help="lambda of the hybrid loss L_simple + lambda L_vlb (default %(default)s)")
-    p.add_argument("--timestep-sampler", choices=TIMESTEP_SAMPLERS,
-                   default=DEFAULTS.timestep_sampler,
+    p.add_argument("--timestep-sampler", choices=TimestepSampler.values(),
+                   default=DEFAULTS.timestep_sampler.value,
                    help="importance sampling of t by the loss history (default %(default)s)")
     p.add_argument("--beta-schedule", default=DEFAULTS.beta_schedule.value,
                    choices=BetaSchedule.values())

@@ -23,11 +23,8 @@ import numpy as np
 import autograd
 from autograd.backend import CPU, device_of, get_array_module, is_floating, to_device
 from autograd.tensor import Tensor, as_array
-from tinydiff.options import PredictionType, VarianceType
+from tinydiff.options import LossWeighting, PredictionType, VarianceType
 from tinydiff.schedules import NoiseSchedule
-
-LOSS_WEIGHTINGS = ("uniform", "min_snr")
-
 
 # ----------------------------------------------------------------------------- validation
 # The options (`tinydiff.options`) are parsed where a sampler or a TrainConfig is built; the
@@ -267,7 +264,7 @@ def training_losses(
     x0: np.ndarray,
     generator: np.random.Generator,
     prediction_type: PredictionType | str = PredictionType.EPSILON,
-    loss_weighting: str = "uniform",
+    loss_weighting: LossWeighting | str = LossWeighting.UNIFORM,
     snr_gamma: float = 5.0,
     variance_type: VarianceType | str = VarianceType.FIXED_SMALL,
     vlb_weight: float = 0.001,
@@ -285,10 +282,9 @@ def training_losses(
     the mean uses the prediction with its gradient stopped. Only Tensor-friendly ops touch
     the model output, so a Tensor output gives a Tensor loss.
     """
-    if loss_weighting not in LOSS_WEIGHTINGS:
-        raise ValueError(
-            f"unknown loss_weighting {loss_weighting!r}; expected one of {LOSS_WEIGHTINGS}"
-        )
+    prediction_type = PredictionType.parse(prediction_type)
+    variance_type = VarianceType.parse(variance_type)
+    loss_weighting = LossWeighting.parse(loss_weighting)
     x0 = array_of(x0)
     if timesteps is None:
         t = generator.integers(0, schedule.num_train_timesteps, size=x0.shape[0], dtype=np.int64)
@@ -301,7 +297,7 @@ def training_losses(
     error = prediction - target
     squared_error = error * error
     # Every sample has the same size, so the mean of w * se is the weighted per-sample mean.
-    if loss_weighting == "min_snr":
+    if loss_weighting is LossWeighting.MIN_SNR:
         snr_weights = min_snr_weights(schedule.snr, snr_gamma, prediction_type)[t]
         squared_error = squared_error * per_sample(snr_weights, x0)
     # each sample's loss as the timestep sampler records it: before its own weights 1/(T p_t)
@@ -337,7 +333,7 @@ def training_loss(
     x0: np.ndarray,
     generator: np.random.Generator,
     prediction_type: PredictionType | str = PredictionType.EPSILON,
-    loss_weighting: str = "uniform",
+    loss_weighting: LossWeighting | str = LossWeighting.UNIFORM,
     snr_gamma: float = 5.0,
     **cond: Any,
 ) -> Any:

@@ -1,5 +1,5 @@
-"""The diffusion options, each defined once: `PredictionType`, `VarianceType`,
-`TimestepSpacing` and `BetaSchedule`.
+"""The diffusion and training options, each defined once: `PredictionType`, `VarianceType`,
+`TimestepSpacing`, `BetaSchedule`, `LossWeighting`, `LrSchedule` and `TimestepSampler`.
 
 They are `str`-valued enums, so the public API keeps taking plain strings ("epsilon") and a
 member equals its string (`PredictionType.EPSILON == "epsilon"`, also as a dict key). An
@@ -94,3 +94,26 @@ class BetaSchedule(Option):
     SCALED_LINEAR = "scaled_linear"
     SQUAREDCOS_CAP_V2 = "squaredcos_cap_v2"
     SIGMOID = "sigmoid"
+
+
+class LossWeighting(Option):
+    """The per-sample weights of L_simple: none, or Min-SNR-gamma (Hang et al. 2023; see
+    `tinydiff.diffusion.min_snr_weights`)."""
+
+    UNIFORM = "uniform"
+    MIN_SNR = "min_snr"
+
+
+class LrSchedule(Option):
+    """The learning rate after warm-up: constant, or cosine decay to 0 at the last step."""
+
+    CONSTANT = "constant"
+    COSINE = "cosine"
+
+
+class TimestepSampler(Option):
+    """How training timesteps are drawn: uniformly, or by improved DDPM's importance
+    sampling on the loss history (`tinydiff.timestep_sampling.LossSecondMomentResampler`)."""
+
+    UNIFORM = "uniform"
+    LOSS_SECOND_MOMENT = "loss-second-moment"

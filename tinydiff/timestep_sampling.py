@@ -13,8 +13,6 @@ from typing import Any
 
 import numpy as np
 
-TIMESTEP_SAMPLERS = ("uniform", "loss-second-moment")
-
 
 class LossSecondMomentResampler:
     """p_t = (1 - uniform_prob) sqrt(E[L_t^2]) / sum + uniform_prob / T once warmed up."""

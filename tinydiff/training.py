@@ -35,9 +35,17 @@ from tinydiff.diffusion import training_losses
 from tinydiff.finite import first_non_finite
 from tinydiff.interrupts import StopRequests, TrainingInterrupted
 from tinydiff.models import UNet, build_model
-from tinydiff.options import BetaSchedule, Option, PredictionType, VarianceType
+from tinydiff.options import (
+    BetaSchedule,
+    LossWeighting,
+    LrSchedule,
+    Option,
+    PredictionType,
+    TimestepSampler,
+    VarianceType,
+)
 from tinydiff.schedules import NoiseSchedule
-from tinydiff.timestep_sampling import TIMESTEP_SAMPLERS, LossSecondMomentResampler
+from tinydiff.timestep_sampling import LossSecondMomentResampler
 
 CHECKPOINT_FORMAT = "tinydiff-checkpoint-v1"
 LOSS_READ_EVERY = 25  # steps between reads of the loss from the device (see the docstring)
@@ -49,9 +57,9 @@ WEIGHT_ENTRIES = ("model", "ema", "optimizer")
 class TrainConfig:
     """The training recipe. Defaults are the measured default run (see README).
 
-    prediction_type, variance_type and beta_schedule take a `tinydiff.options` member or its
-    string and hold the member after construction; `to_dict` (what checkpoints store) gives
-    plain strings."""
+    The options (lr_schedule, prediction_type, loss_weighting, variance_type,
+    timestep_sampler, beta_schedule) take a `tinydiff.options` member or its string and hold
+    the member after construction; `to_dict` (what checkpoints store) gives plain strings."""
 
     model: str = "mnist-tiny"
     steps: int = 2000
@@ -60,20 +68,20 @@ class TrainConfig:
     # separate threads when there are cores for them; the result does not depend on that.
     batch_slices: int = 2
     lr: float = 2e-3
-    lr_schedule: str = "constant"  # or "cosine" (decay to 0 at `steps`)
+    lr_schedule: LrSchedule | str = LrSchedule.CONSTANT
     warmup_steps: int = 100
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_max_decay: float = 0.9999
     ema_power: float = 2 / 3
     prediction_type: PredictionType | str = PredictionType.EPSILON
-    loss_weighting: str = "min_snr"
+    loss_weighting: LossWeighting | str = LossWeighting.MIN_SNR
     snr_gamma: float = 5.0
     # learned_range: the UNet also outputs the variance interpolation v, trained by improved
     # DDPM's hybrid loss L_simple + vlb_weight * L_vlb (lambda = 0.001 in the paper).
     variance_type: VarianceType | str = VarianceType.FIXED_SMALL
     vlb_weight: float = 0.001
-    timestep_sampler: str = "uniform"  # or "loss-second-moment" (importance sampling of t)
+    timestep_sampler: TimestepSampler | str = TimestepSampler.UNIFORM
     beta_schedule: BetaSchedule | str = BetaSchedule.LINEAR
     num_train_timesteps: int = 1000
     class_conditional: bool = True
@@ -102,22 +110,17 @@ class TrainConfig:
                                 f"{getattr(self, name)}")
         if not 0 <= self.ema_max_decay <= 1:
             problems.append(f"ema_max_decay must be in [0, 1], got {self.ema_max_decay}")
-        if self.lr_schedule not in ("constant", "cosine"):
-            problems.append(f"lr_schedule must be 'constant' or 'cosine', got "
-                            f"{self.lr_schedule!r}")
         if not 0 <= self.label_dropout < 1:
             problems.append(f"label_dropout must be in [0, 1), got {self.label_dropout}")
-        for name, option in (("prediction_type", PredictionType),
-                             ("variance_type", VarianceType), ("beta_schedule", BetaSchedule)):
+        for option in (LrSchedule, PredictionType, LossWeighting, VarianceType,
+                       TimestepSampler, BetaSchedule):
+            name = option.option_name()
             try:
                 setattr(self, name, option.parse(getattr(self, name)))
             except ValueError as error:
                 problems.append(str(error))
         if not 0 <= self.vlb_weight < math.inf:
             problems.append(f"vlb_weight must be a finite number >= 0, got {self.vlb_weight}")
-        if self.timestep_sampler not in TIMESTEP_SAMPLERS:
-            problems.append(f"timestep_sampler must be one of {TIMESTEP_SAMPLERS}, got "
-                            f"{self.timestep_sampler!r}")
         if self.checkpoint_every < 1:
             problems.append(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if problems:
@@ -183,7 +186,7 @@ class Trainer:
             else None
         self.optimizer = optim.AdamW(self.parameters, lr=config.lr,
                                      weight_decay=config.weight_decay)
-        if config.lr_schedule == "cosine":
+        if config.lr_schedule is LrSchedule.COSINE:
             self.lr_scheduler = lr_scheduler.get_cosine_schedule_with_warmup(
                 self.optimizer, config.warmup_steps, config.steps)
         else:
@@ -196,7 +199,8 @@ class Trainer:
                                      drop_last=True)
         self.generator = np.random.default_rng(config.seed + 1)  # t, noise, label dropout
         self.timestep_sampler = (LossSecondMomentResampler(config.num_train_timesteps)
-                                 if config.timestep_sampler == "loss-second-moment" else None)
+                                 if config.timestep_sampler is TimestepSampler.LOSS_SECOND_MOMENT
+                                 else None)
         self.step = 0
         self.saved_step: int | None = None  # the step the checkpoint on disk holds
         self.history: dict[str, list[float]] = {"step": [], "loss": [], "lr": []}

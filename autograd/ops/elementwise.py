@@ -543,11 +543,10 @@ class Clone(Function):
 
 
 class MoveTo(Function):
-    def __init__(self, target) -> None:
-        self.target = target
+    def __init__(self, source, target) -> None:
+        self.source, self.target = source, target
 
     def forward(self, a):
-        self.source = device_of(a)
         return to_device(a, self.target)
 
     def backward(self, grad):  # identity, moved back to the input's device
@@ -570,7 +569,7 @@ def clone(a: Tensor) -> Tensor:
 def move_to(a: Tensor, device) -> Tensor:
     """`a` on `device` (differentiable: the gradient moves back); `a` itself if it is
     there already. Tensor.to(device) calls this."""
-    return a if a.device == device else MoveTo.apply(a, target=device)
+    return a if a.device == device else MoveTo.apply(a, source=a.device, target=device)
 
 
 # ---- comparisons and logic: boolean results outside the graph -----------------------------
