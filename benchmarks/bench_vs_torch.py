@@ -37,13 +37,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
+from timing import cpu_name
 
 import autograd
 from autograd import nn as ad_nn
@@ -370,9 +370,7 @@ def main() -> int:
         return 0
     autograd.set_num_threads(args.threads)
     torch.set_num_threads(args.threads)
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-                if line.startswith("model name")), platform.processor())
-    print(f"CPU: {cpu}; {args.threads} thread(s); torch {torch.__version__}, numpy "
+    print(f"CPU: {cpu_name()}; {args.threads} thread(s); torch {torch.__version__}, numpy "
           f"{np.__version__}, python {sys.version.split()[0]}; medians of {args.rounds} rounds, "
           f"{args.gap} s idle before each timed call")
 

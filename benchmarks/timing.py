@@ -3,6 +3,7 @@ yardstick every GFLOP/s figure is divided by)."""
 
 from __future__ import annotations
 
+import platform
 import resource
 import statistics
 import time
@@ -46,3 +47,13 @@ def matmul_rate(m: int, k: int, n: int, repeats: int, rng: np.random.Generator,
     wait = cuda.synchronize if xp is not np else (lambda: None)
     seconds = median_seconds(lambda: (xp.matmul(a, b, out=out), wait()), repeats)
     return 2.0 * m * k * n / seconds / 1e9
+
+
+def cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo, else the platform's), to print beside figures."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next((line.split(":", 1)[1].strip() for line in cpuinfo
+                         if line.startswith("model name")), platform.processor())
+    except OSError:
+        return platform.processor()

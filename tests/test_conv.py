@@ -31,7 +31,7 @@ import autograd.nn.functional as F
 from autograd import nn
 from autograd.backend import get_array_module, to_device
 from autograd.kernels import conv as kernels
-from autograd.kernels import conv_gemm, registry
+from autograd.kernels import conv_gemm, registry, winograd
 from autograd.kernels.conv import Window
 from autograd.ops import conv
 
@@ -347,10 +347,77 @@ def test_gemm_fast_paths_match_the_ops_math(dtype, case, seed, channels_last):
 
 
 def test_the_conv_fast_paths_are_registered_for_both_devices():
-    for op, run in (("conv2d", conv_gemm.conv2d_gemm),
-                    ("conv2d_input_grad", conv_gemm.conv2d_input_grad_gemm),
-                    ("conv2d_weight_grad", conv_gemm.conv2d_weight_grad_gemm)):
-        assert registry.fast_paths(op) == {"cpu": [run], "cuda": [run]}
+    """im2col + GEMM on both devices; Winograd first on the CPU, for forward and input grad."""
+    for op, run, cpu_first in (
+            ("conv2d", conv_gemm.conv2d_gemm, [winograd.conv2d_winograd]),
+            ("conv2d_input_grad", conv_gemm.conv2d_input_grad_gemm,
+             [winograd.conv2d_input_grad_winograd]),
+            ("conv2d_weight_grad", conv_gemm.conv2d_weight_grad_gemm, [])):
+        assert registry.fast_paths(op) == {"cpu": [*cpu_first, run], "cuda": [run]}
+
+
+WINOGRAD_WINDOW = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
+
+
+@pytest.mark.parametrize("change, expected", [
+    ({}, winograd.conv2d_winograd),
+    ({"stride": (2, 1)}, conv_gemm.conv2d_gemm), ({"padding": (1, 0)}, conv_gemm.conv2d_gemm),
+    ({"dilation": (1, 2)}, conv_gemm.conv2d_gemm), ({"kernel": (3, 1)}, conv_gemm.conv2d_gemm),
+    ({"groups": 2}, conv_gemm.conv2d_gemm)])
+def test_winograd_takes_only_3x3_stride_1_padding_1_single_group_convolutions(change,
+                                                                              expected):
+    settings = {**WINOGRAD_WINDOW, "groups": 1, **change}
+    groups = settings.pop("groups")
+    window = Window(**settings, output=(5, 5))
+    x, weight = np.ones((1, 2, 5, 5), np.float32), np.ones((2, 2 // groups, 3, 3), np.float32)
+    assert registry.lookup("conv2d", x, weight, window=window, groups=groups) is expected
+    assert registry.lookup("conv2d", x.astype(np.int64), weight.astype(np.int64),
+                           window=window, groups=groups) is None
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 9),
+                       st.integers(1, 9)),
+       out_channels=st.integers(1, 6), seed=st.integers(0, 2**16), bias=st.booleans(),
+       channels_last=st.booleans(), one_image_per_chunk=st.booleans())
+def test_winograd_fast_paths_match_the_ops_math(dtype, shape, out_channels, seed, bias,
+                                                channels_last, one_image_per_chunk):
+    """F(2x2, 3x3) computes the op's math (a sum over kernel taps), forward and input
+    gradient, at odd and even sizes (edge tiles), in one chunk or one image per chunk."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape).astype(dtype)
+    if channels_last:
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    weight = rng.standard_normal((out_channels, shape[1], 3, 3)).astype(dtype)
+    b = rng.standard_normal(out_channels).astype(dtype) if bias else None
+    grad = rng.standard_normal((shape[0], out_channels, *shape[2:])).astype(dtype)
+    geometry = dict(window=Window(**WINOGRAD_WINDOW, output=shape[2:]), groups=1)
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11,
+                                                                            atol=1e-11)
+    chunk = 1 if one_image_per_chunk else winograd.CHUNK_BYTES
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(winograd, "CHUNK_BYTES", chunk)
+        pairs = [(winograd.conv2d_winograd(x, weight, b, **geometry),
+                  conv.conv2d_math(x, weight, b, **geometry)),
+                 (winograd.conv2d_input_grad_winograd(grad, weight, x.shape, **geometry),
+                  conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry))]
+    for fast, math in pairs:
+        assert fast.shape == math.shape and fast.dtype == math.dtype == dtype
+        np.testing.assert_allclose(fast, math, **tolerance)
+
+
+def test_winograd_float32_error_is_that_of_im2col():
+    """At a mnist-tiny layer (32 -> 32 channels, 28 px), Winograd's float32 result is as
+    close to the float64 convolution as im2col's (measured: 1.3e-6 and 3.2e-6 at batch 64)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 32, 28, 28))
+    weight = rng.standard_normal((32, 32, 3, 3)) / np.sqrt(9 * 32)
+    geometry = dict(window=Window(**WINOGRAD_WINDOW, output=(28, 28)), groups=1)
+    exact = conv_gemm.conv2d_gemm(x, weight, None, **geometry)
+    single = [x.astype(np.float32), weight.astype(np.float32), None]
+    error_winograd = np.abs(winograd.conv2d_winograd(*single, **geometry) - exact).max()
+    error_im2col = np.abs(conv_gemm.conv2d_gemm(*single, **geometry) - exact).max()
+    assert error_winograd < 1e-5 and error_winograd < 2 * error_im2col
 # ---- the im2col / col2im kernels (numba) against their references ------------------------
 
 

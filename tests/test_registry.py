@@ -12,7 +12,8 @@ from threadpoolctl import threadpool_info
 
 import autograd
 from autograd.backend import to_device
-from autograd.kernels import norm, registry, softmax
+from autograd.kernels import conv_gemm, norm, registry, softmax, winograd
+from autograd.kernels.conv import Window
 from autograd.nn import functional as F
 
 OPS_WITH_KERNELS = ["sigmoid", "silu", "silu_backward", "erf", "erfc", "softmax",
@@ -38,6 +39,25 @@ def test_the_simulated_cupy_has_no_fast_paths_and_the_emulator_enables_them():
         assert registry.device_type(x) == "cuda"
         assert registry.lookup("group_norm", x) in registry.fast_paths("group_norm")["cuda"]
     assert "fake_cupy" not in registry.DEVICE_TYPES
+
+
+def test_without_hides_the_named_fast_paths_inside_only():
+    x, weight = np.ones((1, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    window = Window((3, 3), (1, 1), (1, 1), (1, 1), (5, 5))
+    expected = F.conv2d(autograd.Tensor(x), autograd.Tensor(weight), padding=1).numpy()
+    before = registry.fast_paths("conv2d")
+    assert registry.lookup("conv2d", x, weight, window=window, groups=1) is (
+        winograd.conv2d_winograd)
+    with registry.without(winograd.conv2d_winograd):
+        assert registry.lookup("conv2d", x, weight, window=window, groups=1) is (
+            conv_gemm.conv2d_gemm)
+        np.testing.assert_allclose(F.conv2d(autograd.Tensor(x), autograd.Tensor(weight),
+                                            padding=1).numpy(), expected, rtol=1e-12)
+    with pytest.raises(RuntimeError), registry.without(winograd.conv2d_winograd,
+                                                       conv_gemm.conv2d_gemm):
+        assert registry.lookup("conv2d", x, weight, window=window, groups=1) is None
+        raise RuntimeError("restored on the way out, too")
+    assert registry.fast_paths("conv2d") == before
 
 
 def test_register_refuses_unknown_devices():

@@ -55,6 +55,16 @@ def channels_first(x: np.ndarray) -> np.ndarray:
     return x.transpose(0, 3, 1, 2)
 
 
+def flipped_weight(weight: np.ndarray, groups: int) -> np.ndarray:
+    """(O, C/g, kh, kw) -> (C, O/g, kh, kw): each group's kernel with in and out swapped
+    and rotated by 180 degrees, the kernel of the stride-1 input gradient."""
+    out_channels, group_channels, kh, kw = weight.shape
+    per_group = weight.reshape(groups, out_channels // groups, group_channels, kh, kw)
+    flipped = per_group.transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
+    return flipped.reshape(groups * group_channels, out_channels // groups, kh, kw)
+
+
+
 # ---- compiled kernels ---------------------------------------------------------------------
 
 

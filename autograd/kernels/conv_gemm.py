@@ -20,7 +20,14 @@ from __future__ import annotations
 import numpy as np
 
 from autograd.backend import get_array_module
-from autograd.kernels.conv import Window, channels_first, channels_last, col2im, im2col
+from autograd.kernels.conv import (
+    Window,
+    channels_first,
+    channels_last,
+    col2im,
+    flipped_weight,
+    im2col,
+)
 from autograd.kernels.registry import register
 
 COLUMN_CHUNK_BYTES = 4 << 20  # columns per chunk of images: fits in L3, reused by malloc
@@ -88,15 +95,6 @@ def conv_rows(x: np.ndarray, matrices: np.ndarray, window: Window) -> np.ndarray
             else:
                 out[out_rows, g * out_per_group:(g + 1) * out_per_group] = cols @ matrices[g]
     return out
-
-
-def flipped_weight(weight: np.ndarray, groups: int) -> np.ndarray:
-    """(O, C/g, kh, kw) -> (C, O/g, kh, kw): each group's kernel with in and out swapped
-    and rotated by 180 degrees, the kernel of the stride-1 input gradient."""
-    out_channels, group_channels, kh, kw = weight.shape
-    per_group = weight.reshape(groups, out_channels // groups, group_channels, kh, kw)
-    flipped = per_group.transpose(0, 2, 1, 3, 4)[..., ::-1, ::-1]
-    return flipped.reshape(groups * group_channels, out_channels // groups, kh, kw)
 
 
 def input_grad_image(grad: np.ndarray, weight: np.ndarray, groups: int,

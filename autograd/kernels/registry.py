@@ -22,7 +22,8 @@ CuPy to "cuda"). `AUTOGRAD_REFERENCE_KERNELS=1` turns every fast path off.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import numpy as np
@@ -48,8 +49,9 @@ def use_reference_kernels() -> bool:
     return os.environ.get("AUTOGRAD_REFERENCE_KERNELS", "0") not in ("", "0", "false")
 
 
-def floating(*arrays) -> bool:
-    """The usual predicate: every array float32 or float64, all of one dtype."""
+def floating(*arrays, **params) -> bool:
+    """The usual predicate: every array float32 or float64, all of one dtype (whatever the
+    op's other parameters)."""
     return arrays[0].dtype in FLOATS and all(a.dtype == arrays[0].dtype for a in arrays)
 
 
@@ -89,3 +91,16 @@ def fast_paths(op: str) -> dict[str, list[Callable]]:
     """What is registered for `op`, per device type (for tests and benchmarks)."""
     return {device: [p.run for p in paths] for (name, device), paths in _TABLE.items()
             if name == op}
+
+
+@contextmanager
+def without(*runs: Callable) -> Iterator[None]:
+    """A context manager: these fast paths are not looked up inside (the next registered
+    one, or the op's math, runs instead); for benchmarks that time one against another."""
+    saved = {key: list(paths) for key, paths in _TABLE.items()}
+    try:
+        for paths in _TABLE.values():
+            paths[:] = [path for path in paths if path.run not in runs]
+        yield
+    finally:
+        _TABLE.update(saved)

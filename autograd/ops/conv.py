@@ -11,11 +11,12 @@ the input gradient of a convolution: its forward is `conv2d_input_grad_math`, it
 gradient `conv2d_math` and its weight gradient `conv2d_weight_grad_math` with the roles of
 input and output swapped.
 
-The fast path beneath (`kernels/conv_gemm.py`, registered for "conv2d",
-"conv2d_input_grad" and "conv2d_weight_grad") computes the same as im2col + one BLAS
-matrix product per chunk of images, channels-last; these functions run where it does not
+The fast paths beneath compute the same: Winograd F(2x2, 3x3) for 3x3 stride-1 padding-1
+convolutions on the CPU (`kernels/winograd.py`, "conv2d" and "conv2d_input_grad"), and
+otherwise im2col + one BLAS matrix product per chunk of images, channels-last
+(`kernels/conv_gemm.py`, all three); these functions run where neither does
 (AUTOGRAD_REFERENCE_KERNELS=1, or arrays of a module without fast paths) and are what the
-tests compare it with.
+tests compare them with.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ def conv2d_weight_grad_math(x, grad, window: Window, groups: int):
 
 def _run(op: str, math, *arrays, **params):
     """The registered fast path of `op` for these arrays if there is one, else `math`."""
-    fast = registry.lookup(op, *arrays[:2])
+    fast = registry.lookup(op, *arrays[:2], **params)
     return (math if fast is None else fast)(*arrays, **params)
 
 
