@@ -1,11 +1,13 @@
 """Winograd F(2x2, 3x3) against im2col + GEMM on this machine: every 3x3 stride-1
-convolution of mnist-tiny (forward), then whole steps with the Winograd fast paths and
-without them, alternating in one process.
+convolution of mnist-tiny (forward, input gradient, weight gradient), then whole steps with
+the Winograd fast paths, with its weight gradient off, and with none, alternating in one
+process.
 
     python benchmarks/bench_winograd.py [--threads 2] [--rounds 3]
 
-Prints ms (medians) and the speedup, and the float32 error of each method against the
-float64 convolution.
+Prints ms (medians of alternating calls), the float32 error of each method's forward
+against the float64 convolution, and which method the registry picks for each layer
+(`winograd.MIN_CHANNELS`).
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-from timing import cpu_name, median_seconds
+from timing import cpu_name
 
 import autograd
 from autograd import optim
@@ -28,29 +31,57 @@ from tinydiff.models import build_model
 from tinydiff.training import TrainConfig, Trainer
 
 # (in, out channels, size) of mnist-tiny's 3x3 stride-1 convolutions
-LAYERS = [(32, 32, 28), (64, 32, 28), (96, 32, 28), (64, 64, 28), (32, 64, 14),
-          (64, 64, 14), (128, 64, 14), (96, 64, 14), (64, 64, 7), (128, 64, 7)]
-WINOGRAD_PATHS = (winograd.conv2d_winograd, winograd.conv2d_input_grad_winograd)
+LAYERS = [(1, 32, 28), (32, 32, 28), (64, 32, 28), (96, 32, 28), (64, 64, 28), (32, 1, 28),
+          (32, 64, 14), (64, 64, 14), (128, 64, 14), (96, 64, 14), (64, 64, 7), (128, 64, 7)]
+WINOGRAD_PATHS = (winograd.conv2d_winograd, winograd.conv2d_input_grad_winograd,
+                  winograd.conv2d_weight_grad_winograd)
+OPS = (("conv2d", "forward"), ("conv2d_input_grad", "input grad"),
+       ("conv2d_weight_grad", "weight grad"))
+
+
+def alternating_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each function, called in turn `repeats` times after a warm-up."""
+    times: list[list[float]] = [[] for _ in fns]
+    for fn in fns:
+        fn()
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
 
 
 def layer_table(rng: np.random.Generator, batch: int, repeats: int) -> None:
-    print("| layer (forward) | im2col ms | Winograd ms | speedup | float32 error im2col / "
-          "Winograd |\n| --- | ---: | ---: | ---: | --- |")
+    print("ms, im2col / Winograd (* the one the registry picks); float32 error of the forward "
+          "against float64, im2col / Winograd\n")
+    print("| layer | forward | input grad | weight grad | forward error |\n"
+          "| --- | --- | --- | --- | --- |")
     for channels, out_channels, size in LAYERS:
-        x = rng.standard_normal((batch, size, size, channels)).astype(np.float32)
+        def channels_last(*shape):  # NCHW views of channels-last arrays, as the UNet's
+            return rng.standard_normal((shape[0], *shape[2:], shape[1])).astype(
+                np.float32).transpose(0, 3, 1, 2)
+        x, grad = channels_last(batch, channels, size, size), channels_last(
+            batch, out_channels, size, size)
         weight = (rng.standard_normal((out_channels, channels, 3, 3))
                   / np.sqrt(9 * channels)).astype(np.float32)
-        window = Window((3, 3), (1, 1), (1, 1), (1, 1), (size, size))
-        matrices, transformed = conv_gemm.weight_matrices(weight, 1), winograd.kernel_transform(
-            weight)
-        exact = conv_gemm.conv_rows(x.astype(np.float64), matrices.astype(np.float64), window)
-        error_im2col = np.abs(conv_gemm.conv_rows(x, matrices, window) - exact).max()
-        error_winograd = np.abs(winograd.winograd_conv(x, transformed, None).reshape(
-            exact.shape) - exact).max()
-        im2col = median_seconds(partial(conv_gemm.conv_rows, x, matrices, window), repeats)
-        fast = median_seconds(partial(winograd.winograd_conv, x, transformed, None), repeats)
-        print(f"| {channels}->{out_channels} @{size} | {im2col * 1e3:.1f} | {fast * 1e3:.1f} | "
-              f"{im2col / fast:.2f} | {error_im2col:.1e} / {error_winograd:.1e} |")
+        geometry = dict(window=Window((3, 3), (1, 1), (1, 1), (1, 1), (size, size)), groups=1)
+        arguments = {"conv2d": (x, weight, None), "conv2d_input_grad": (grad, weight, x.shape),
+                     "conv2d_weight_grad": (x, grad)}
+        cells = []
+        for op, _ in OPS:
+            paths = [conv_gemm.__dict__[f"{op}_gemm"], winograd.__dict__[f"{op}_winograd"]]
+            chosen = registry.lookup(op, *arguments[op][:2], **geometry)
+            times = alternating_medians([partial(run, *arguments[op], **geometry)
+                                         for run in paths], repeats)
+            cells.append(" / ".join(f"{t * 1e3:.1f}{'*' if run is chosen else ''}"
+                                    for run, t in zip(paths, times)))
+        exact = conv_gemm.conv2d_gemm(x.astype(np.float64), weight.astype(np.float64), None,
+                                      **geometry)
+        errors = [np.abs(run(x, weight, None, **geometry) - exact).max()
+                  for run in (conv_gemm.conv2d_gemm, winograd.conv2d_winograd)]
+        print(f"| {channels}->{out_channels} @{size} | {' | '.join(cells)} | "
+              f"{errors[0]:.1e} / {errors[1]:.1e} |")
 
 
 def step_table(rng: np.random.Generator, rounds: int) -> None:
@@ -79,29 +110,31 @@ def step_table(rng: np.random.Generator, rounds: int) -> None:
     cases = {"trainer step, batch 32": trainer.train_step,
              "plain loop, batch 64": plain_loop,
              "sampling forward, batch 256": sampling_forward}
-    times = {(name, method): [] for name in cases for method in ("im2col", "winograd")}
+    hidden = {"im2col": WINOGRAD_PATHS, "Winograd, weight grad by im2col":
+              (winograd.conv2d_weight_grad_winograd,), "Winograd": ()}
+    times = {(name, method): [] for name in cases for method in hidden}
 
     def timed(name: str, method: str) -> None:
-        paths = WINOGRAD_PATHS if method == "im2col" else ()
-        with registry.without(*paths):
+        with registry.without(*hidden[method]):
             time.sleep(0.3)
             start = time.perf_counter()
             cases[name]()
             times[name, method].append(time.perf_counter() - start)
 
     for name in cases:  # warm-up: compilation, allocator
-        timed(name, "im2col"), timed(name, "winograd")
+        for method in hidden:
+            timed(name, method)
     for key in times:
         times[key].clear()
     for round_ in range(rounds):
         for name in cases:
-            for method in (("im2col", "winograd") if round_ % 2 == 0
-                           else ("winograd", "im2col")):
+            for method in list(hidden)[::1 if round_ % 2 == 0 else -1]:
                 timed(name, method)
-    print("| work | im2col ms | Winograd ms | speedup |\n| --- | ---: | ---: | ---: |")
+    print(f"| work | {' ms | '.join(hidden)} ms | speedup |\n| --- |{' ---: |' * 4}")
     for name in cases:
-        im2col, fast = (statistics.median(times[name, m]) for m in ("im2col", "winograd"))
-        print(f"| {name} | {im2col * 1e3:.0f} | {fast * 1e3:.0f} | {im2col / fast:.2f} |")
+        medians = [statistics.median(times[name, method]) for method in hidden]
+        print(f"| {name} | {' | '.join(f'{m * 1e3:.0f}' for m in medians)} | "
+              f"{medians[0] / medians[-1]:.2f} |")
 
 
 def main() -> None:

@@ -347,32 +347,39 @@ def test_gemm_fast_paths_match_the_ops_math(dtype, case, seed, channels_last):
 
 
 def test_the_conv_fast_paths_are_registered_for_both_devices():
-    """im2col + GEMM on both devices; Winograd first on the CPU, for forward and input grad."""
+    """im2col + GEMM on both devices; Winograd first on the CPU."""
     for op, run, cpu_first in (
             ("conv2d", conv_gemm.conv2d_gemm, [winograd.conv2d_winograd]),
             ("conv2d_input_grad", conv_gemm.conv2d_input_grad_gemm,
              [winograd.conv2d_input_grad_winograd]),
-            ("conv2d_weight_grad", conv_gemm.conv2d_weight_grad_gemm, [])):
+            ("conv2d_weight_grad", conv_gemm.conv2d_weight_grad_gemm,
+             [winograd.conv2d_weight_grad_winograd])):
         assert registry.fast_paths(op) == {"cpu": [*cpu_first, run], "cuda": [run]}
 
 
 WINOGRAD_WINDOW = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({}, winograd.conv2d_winograd),
-    ({"stride": (2, 1)}, conv_gemm.conv2d_gemm), ({"padding": (1, 0)}, conv_gemm.conv2d_gemm),
-    ({"dilation": (1, 2)}, conv_gemm.conv2d_gemm), ({"kernel": (3, 1)}, conv_gemm.conv2d_gemm),
-    ({"groups": 2}, conv_gemm.conv2d_gemm)])
-def test_winograd_takes_only_3x3_stride_1_padding_1_single_group_convolutions(change,
-                                                                              expected):
-    settings = {**WINOGRAD_WINDOW, "groups": 1, **change}
-    groups = settings.pop("groups")
+@pytest.mark.parametrize("change, takes", [
+    ({}, True), ({"stride": (2, 1)}, False), ({"padding": (1, 0)}, False),
+    ({"dilation": (1, 2)}, False), ({"kernel": (3, 1)}, False), ({"groups": 2}, False),
+    ({"channels": winograd.MIN_CHANNELS - 1}, False)])
+def test_winograd_takes_only_3x3_stride_1_padding_1_single_group_wide_convolutions(change,
+                                                                                   takes):
+    """Each of the three ops picks Winograd for its windows, when the convolution it computes
+    reads at least MIN_CHANNELS channels; im2col otherwise, and the op's math for ints."""
+    settings = {**WINOGRAD_WINDOW, "groups": 1, "channels": winograd.MIN_CHANNELS, **change}
+    groups, channels = settings.pop("groups"), settings.pop("channels")
     window = Window(**settings, output=(5, 5))
-    x, weight = np.ones((1, 2, 5, 5), np.float32), np.ones((2, 2 // groups, 3, 3), np.float32)
-    assert registry.lookup("conv2d", x, weight, window=window, groups=groups) is expected
-    assert registry.lookup("conv2d", x.astype(np.int64), weight.astype(np.int64),
-                           window=window, groups=groups) is None
+    x, weight = (np.ones((1, channels, 5, 5), np.float32),
+                 np.ones((channels, channels // groups, 3, 3), np.float32))
+    for op, first_two in (("conv2d", (x, weight)), ("conv2d_input_grad", (x, weight)),
+                          ("conv2d_weight_grad", (x, x))):
+        expected = (winograd if takes else conv_gemm).__dict__[
+            f"{op}_{'winograd' if takes else 'gemm'}"]
+        assert registry.lookup(op, *first_two, window=window, groups=groups) is expected
+        assert registry.lookup(op, *(a.astype(np.int64) for a in first_two), window=window,
+                               groups=groups) is None
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
@@ -382,8 +389,9 @@ def test_winograd_takes_only_3x3_stride_1_padding_1_single_group_convolutions(ch
        channels_last=st.booleans(), one_image_per_chunk=st.booleans())
 def test_winograd_fast_paths_match_the_ops_math(dtype, shape, out_channels, seed, bias,
                                                 channels_last, one_image_per_chunk):
-    """F(2x2, 3x3) computes the op's math (a sum over kernel taps), forward and input
-    gradient, at odd and even sizes (edge tiles), in one chunk or one image per chunk."""
+    """F(2x2, 3x3) computes the op's math (a sum over kernel taps), forward, input and
+    weight gradient, at odd and even sizes (edge tiles), in one chunk or one image per
+    chunk."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
     if channels_last:
@@ -400,24 +408,62 @@ def test_winograd_fast_paths_match_the_ops_math(dtype, shape, out_channels, seed
         pairs = [(winograd.conv2d_winograd(x, weight, b, **geometry),
                   conv.conv2d_math(x, weight, b, **geometry)),
                  (winograd.conv2d_input_grad_winograd(grad, weight, x.shape, **geometry),
-                  conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry))]
+                  conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry)),
+                 (winograd.conv2d_weight_grad_winograd(x, grad, **geometry),
+                  conv.conv2d_weight_grad_math(x, grad, **geometry))]
     for fast, math in pairs:
         assert fast.shape == math.shape and fast.dtype == math.dtype == dtype
         np.testing.assert_allclose(fast, math, **tolerance)
 
 
-def test_winograd_float32_error_is_that_of_im2col():
-    """At a mnist-tiny layer (32 -> 32 channels, 28 px), Winograd's float32 result is as
-    close to the float64 convolution as im2col's (measured: 1.3e-6 and 3.2e-6 at batch 64)."""
+@given(data=st.data(), batch=st.integers(1, 2), size=st.tuples(st.integers(1, 5),
+                                                                 st.integers(1, 5)),
+       extra=st.tuples(st.integers(0, 2), st.integers(0, 2)), transposed=st.booleans())
+def test_gradients_through_winograd(data, batch, size, extra, transposed):
+    """A 3x3 padding-1 convolution (or transposed convolution) wide enough for Winograd:
+    every one of its three ops runs Winograd, and the gradients match finite differences."""
+    channels, out_channels = (winograd.MIN_CHANNELS + e for e in extra)
+    x = data.draw(arrays((batch, channels, *size)))
+    w = data.draw(arrays((channels, out_channels, 3, 3) if transposed
+                         else (out_channels, channels, 3, 3)))
+    run = F.conv_transpose2d if transposed else F.conv2d
+    chosen = []
+    original = registry.lookup
+
+    def noting(op, *arrays, **params):
+        chosen.append(original(op, *arrays, **params))
+        return chosen[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(registry, "lookup", noting)
+        check_op(lambda *t: run(*t, padding=1), x, w, directional=True, device_legs=False)
+    assert {path.__module__ for path in chosen} == {winograd.__name__}
+    assert len({path.__name__ for path in chosen}) == 3
+
+
+def test_winograd_float32_error_is_near_that_of_im2col():
+    """At a mnist-tiny layer (32 -> 32 channels, 28 px, batch 4), Winograd's float32 results
+    are about as close to the float64 convolution as im2col's, relative to the largest
+    value (measured: forward 2.2e-7 against 6.9e-7; weight gradient, a sum over every tile,
+    5.8e-7 against 3.5e-7: its transformed tiles are sums of up to 4 pixels each)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 32, 28, 28))
     weight = rng.standard_normal((32, 32, 3, 3)) / np.sqrt(9 * 32)
+    grad = rng.standard_normal((4, 32, 28, 28))
     geometry = dict(window=Window(**WINOGRAD_WINDOW, output=(28, 28)), groups=1)
-    exact = conv_gemm.conv2d_gemm(x, weight, None, **geometry)
-    single = [x.astype(np.float32), weight.astype(np.float32), None]
-    error_winograd = np.abs(winograd.conv2d_winograd(*single, **geometry) - exact).max()
-    error_im2col = np.abs(conv_gemm.conv2d_gemm(*single, **geometry) - exact).max()
-    assert error_winograd < 1e-5 and error_winograd < 2 * error_im2col
+    cases = [((x, weight, None), conv_gemm.conv2d_gemm, winograd.conv2d_winograd, 1),
+             ((x, grad), conv_gemm.conv2d_weight_grad_gemm,
+              winograd.conv2d_weight_grad_winograd, 2)]
+    for arguments, im2col, fast, times_im2col in cases:
+        exact = im2col(*arguments, **geometry)
+        single = [None if a is None else a.astype(np.float32) for a in arguments]
+        scale = np.abs(exact).max()
+        error_winograd = np.abs(fast(*single, **geometry) - exact).max() / scale
+        error_im2col = np.abs(im2col(*single, **geometry) - exact).max() / scale
+        assert error_winograd < 2e-6 and error_winograd < times_im2col * error_im2col, (
+            fast.__name__, error_winograd, error_im2col)
+
+
 # ---- the im2col / col2im kernels (numba) against their references ------------------------
 
 

@@ -1,5 +1,5 @@
 """Winograd F(2x2, 3x3): the fast path of 3x3, stride-1, padding-1 convolutions on the CPU
-(forward and input gradient), where almost all of a UNet's flops are.
+(forward, input gradient and weight gradient), where almost all of a UNet's flops are.
 
 Each 2x2 block of output pixels (a tile) reads a 4x4 patch d of the zero-padded input.
 Lavin & Gray (2015): with the transforms below, the tile's output is
@@ -19,7 +19,12 @@ against float64 at mnist-tiny's layers, as im2col's 3e-6); `tests/test_conv.py` 
 
 The input gradient of a stride-1 padding-1 3x3 convolution is the same convolution of the
 output gradient with the kernel flipped (in and out channels swapped, rotated by 180
-degrees), so it runs here too; the weight gradient stays im2col's (`conv_gemm.py`).
+degrees), so it runs here too. The weight gradient is the adjoint of the forward in U: with
+Z = A dY A^T (the tile's 2x2 output gradient spread over the 16 positions),
+
+    dU[k] = sum over tiles of V[k]^T (C, tiles) @ Z[k] (tiles, O),   dW = G^T dU G
+
+again 16 products with 2.25x fewer multiplications than im2col's `cols^T @ dout`.
 """
 
 from __future__ import annotations
@@ -31,7 +36,14 @@ from autograd.kernels.conv import Window, channels_first, channels_last, flipped
 from autograd.kernels.registry import floating, register
 
 KERNEL_TRANSFORM = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])  # G
+# (G W G^T)[a, b] = sum_ij G[a, i] G[b, j] W[i, j]: a (16, 9) matrix on the flattened kernel
+KERNEL_TRANSFORM_FLAT = np.kron(KERNEL_TRANSFORM, KERNEL_TRANSFORM)
 CHUNK_BYTES = 4 << 20  # transformed input per chunk of images (as conv_gemm's columns)
+
+
+# Where Winograd beats im2col here (benchmarks/bench_winograd.py, batch 64): with fewer input
+# channels the 16 products are too thin for BLAS (1 -> 32 at 28 px: 20 ms against 4.7).
+MIN_CHANNELS = 16
 
 
 def takes(window: Window, groups: int) -> bool:
@@ -41,15 +53,18 @@ def takes(window: Window, groups: int) -> bool:
             and window.dilation == (1, 1) and groups == 1)
 
 
-def _supports(*arrays, window: Window, groups: int) -> bool:
-    return floating(*arrays) and takes(window, groups)
+def _supports(first, second, window: Window, groups: int) -> bool:
+    """Forward (x, W), input gradient (dout, W) and weight gradient (x, dout): the
+    convolution computed reads `first`, whose channels must be at least MIN_CHANNELS."""
+    return (floating(first, second) and takes(window, groups)
+            and first.shape[1] >= MIN_CHANNELS)
 
 
 def kernel_transform(weight: np.ndarray) -> np.ndarray:
     """(O, C, 3, 3) -> U (16, C, O): U[4a + b, c, o] = (G W[o, c] G^T)[a, b], in float64."""
-    transformed = np.einsum("ai,ocij,bj->abco", KERNEL_TRANSFORM, weight.astype(np.float64),
-                            KERNEL_TRANSFORM)
-    return np.ascontiguousarray(transformed.reshape(16, *weight.shape[1::-1]), weight.dtype)
+    taps = weight.transpose(2, 3, 1, 0).reshape(9, -1).astype(np.float64)  # (9, C * O)
+    transformed = KERNEL_TRANSFORM_FLAT @ taps
+    return transformed.astype(weight.dtype).reshape(16, *weight.shape[1::-1])
 
 
 @numba.njit(nogil=True, cache=True)
@@ -120,6 +135,46 @@ def _output_transform(m, bias, first_image, images, rows, out):
                             dst[k] = rows[i, 1, k] - rows[i, 2, k] - rows[i, 3, k] + bias[k]
 
 
+@numba.njit(nogil=True, cache=True)
+def _grad_output_transform(grad, first_image, images, block, rows, z):
+    """z[4a + b, tile] = (A dY A^T)[a, b] for each tile of images first_image.. (grad: N, H,
+    W, O), dY the tile's 2x2 output gradient with zeros beyond the image; block (2, 2, O)
+    and rows (4, 2, O) are scratch."""
+    _, height, width, channels = grad.shape
+    tiles_y, tiles_x = (height + 1) // 2, (width + 1) // 2
+    for b in range(images):
+        for ty in range(tiles_y):
+            for tx in range(tiles_x):
+                tile = (b * tiles_y + ty) * tiles_x + tx
+                for i in range(2):
+                    for j in range(2):
+                        y, x = 2 * ty + i, 2 * tx + j
+                        dst = block[i, j]
+                        if y < height and x < width:
+                            src = grad[first_image + b, y, x]
+                            for k in range(channels):
+                                dst[k] = src[k]
+                        else:
+                            for k in range(channels):
+                                dst[k] = 0
+                for j in range(2):  # rows = A dY: p, p + q, p - q, -q (p, q: dY's rows)
+                    for k in range(channels):
+                        p, q = block[0, j, k], block[1, j, k]
+                        rows[0, j, k] = p
+                        rows[1, j, k] = p + q
+                        rows[2, j, k] = p - q
+                        rows[3, j, k] = -q
+                for i in range(4):  # z = rows A^T, the same along each row
+                    z0, z1, z2, z3 = z[4 * i, tile], z[4 * i + 1, tile], z[4 * i + 2, tile], z[
+                        4 * i + 3, tile]
+                    for k in range(channels):
+                        p, q = rows[i, 0, k], rows[i, 1, k]
+                        z0[k] = p
+                        z1[k] = p + q
+                        z2[k] = p - q
+                        z3[k] = -q
+
+
 def winograd_conv(x: np.ndarray, transformed: np.ndarray, bias: np.ndarray | None
                   ) -> np.ndarray:
     """x (N, H, W, C) channels-last, U (16, C, O) -> (N, H, W, O): the 3x3 convolution with
@@ -143,7 +198,38 @@ def winograd_conv(x: np.ndarray, transformed: np.ndarray, bias: np.ndarray | Non
     return out
 
 
-# ---- fast paths of ops/conv.py's conv2d and conv2d_input_grad on the CPU ----------------------
+def winograd_weight_grad(x: np.ndarray, grad: np.ndarray) -> np.ndarray:
+    """x (N, H, W, C), dout (N, H, W, O), both channels-last -> dU (16, C, O) in float64,
+    summed over the batch a few images at a time (`weight_from_transformed` makes it dW)."""
+    images, height, width, channels = x.shape
+    out_channels = grad.shape[3]
+    tiles = ((height + 1) // 2) * ((width + 1) // 2)
+    step = max(1, CHUNK_BYTES // (16 * tiles * max(channels, out_channels) * x.itemsize))
+    v = np.empty((16, min(step, images) * tiles, channels), x.dtype)
+    z = np.empty((16, v.shape[1], out_channels), x.dtype)
+    patch, rows = np.empty((2, 4, 4, channels), x.dtype)
+    block, grad_rows = np.empty((2, 2, out_channels), x.dtype), np.empty((4, 2, out_channels),
+                                                                        x.dtype)
+    product = np.empty((16, channels, out_channels), x.dtype)
+    total = np.zeros((16, channels, out_channels))
+    for first in range(0, images, step):
+        count = min(step, images - first)
+        _input_transform(x, first, count, patch, rows, v)
+        _grad_output_transform(grad, first, count, block, grad_rows, z)
+        np.matmul(v[:, :count * tiles].transpose(0, 2, 1), z[:, :count * tiles], out=product)
+        total += product
+    return total
+
+
+def weight_from_transformed(transformed: np.ndarray, dtype) -> np.ndarray:
+    """dU (16, C, O) -> dW (O, C, 3, 3) = G^T dU G per channel pair: the adjoint of
+    `kernel_transform`."""
+    taps = KERNEL_TRANSFORM_FLAT.T @ transformed.reshape(16, -1)  # (9, C * O)
+    return np.ascontiguousarray(taps.reshape(3, 3, *transformed.shape[1:]).transpose(3, 2, 0, 1),
+                                dtype)
+
+
+# ---- fast paths of ops/conv.py's three functions on the CPU ------------------------------------
 
 
 @register("conv2d", "cpu", supports=_supports)
@@ -160,3 +246,11 @@ def conv2d_input_grad_winograd(grad, weight, input_shape: tuple[int, ...], windo
     (N, C, H, W) = conv(dout, W flipped), padding 1, a view of channels-last."""
     flipped = kernel_transform(flipped_weight(weight, groups))
     return channels_first(winograd_conv(channels_last(grad), flipped, None))
+
+
+@register("conv2d_weight_grad", "cpu", supports=_supports)
+def conv2d_weight_grad_winograd(x, grad, window: Window, groups: int):
+    """conv2d_weight_grad_math's fast path for `takes` windows: x (N, C, H, W), dout (N, O,
+    H, W) -> dW (O, C, 3, 3), from `winograd_weight_grad`'s float64 sum."""
+    return weight_from_transformed(winograd_weight_grad(channels_last(x), channels_last(grad)),
+                                   x.dtype)
