@@ -31,6 +31,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from timing import median_seconds
 
 Product = tuple[str, int, int, int, bool]  # (kind, m, k, n, a transposed): (m, k) @ (k, n)
@@ -156,6 +157,7 @@ def main() -> None:
     import autograd
 
     autograd.set_num_threads(args.threads)
+    threadpool_limits(args.threads, user_api="blas")  # autograd keeps BLAS on one thread
     products = unet_products(args.batch)
     libraries: dict[str, Callable] = {"numpy (OpenBLAS)": numpy_matmul}
     for name, found in (("BLIS", load_blis()), ("MKL", load_mkl(args.threads)),

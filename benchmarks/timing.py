@@ -35,9 +35,12 @@ def page_faults_per_call(fn: Callable[[], object], repeats: int) -> float:
 
 def matmul_rate(m: int, k: int, n: int, repeats: int, rng: np.random.Generator,
                 device: str = "cpu") -> float:
-    """GFLOP/s of a float32 (m, k) @ (k, n) matmul: NumPy's, or CuPy's on device "cuda"
+    """GFLOP/s of a float32 (m, k) @ (k, n) matmul: NumPy's, on as many BLAS threads as
+    autograd's kernels use (autograd itself keeps BLAS on one), or CuPy's on device "cuda"
     (timed to the GPU's completion)."""
-    from autograd import cuda
+    from threadpoolctl import threadpool_limits
+
+    from autograd import cuda, get_num_threads
     from autograd.backend import array_module, to_device
 
     xp = array_module(device)
@@ -45,7 +48,8 @@ def matmul_rate(m: int, k: int, n: int, repeats: int, rng: np.random.Generator,
     b = to_device(rng.standard_normal((k, n), dtype=np.float32), device)
     out = xp.empty((m, n), np.float32)
     wait = cuda.synchronize if xp is not np else (lambda: None)
-    seconds = median_seconds(lambda: (xp.matmul(a, b, out=out), wait()), repeats)
+    with threadpool_limits(get_num_threads(), user_api="blas"):
+        seconds = median_seconds(lambda: (xp.matmul(a, b, out=out), wait()), repeats)
     return 2.0 * m * k * n / seconds / 1e9
 
 

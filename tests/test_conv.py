@@ -10,7 +10,10 @@ autograd/ops/conv.py."""
 
 from __future__ import annotations
 
+import contextlib
+
 import fake_cupy
+import numba
 import numpy as np
 import pytest
 from device_testing import (
@@ -34,6 +37,20 @@ from autograd.kernels import conv as kernels
 from autograd.kernels import conv_gemm, registry, winograd
 from autograd.kernels.conv import Window
 from autograd.ops import conv
+
+# The CPU fast paths cut the batch into one part per thread (kernels/threads.py): 1 or 2.
+THREADS = st.sampled_from(sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}))
+
+
+@contextlib.contextmanager
+def num_threads(n: int):
+    before = autograd.get_num_threads()
+    autograd.set_num_threads(n)
+    try:
+        yield
+    finally:
+        autograd.set_num_threads(before)
+
 
 TORCH_CASES = {
     "conv2d_s1_p1": lambda x, w, b: F.conv2d(x, w, b, stride=1, padding=1),
@@ -316,10 +333,12 @@ def test_both_input_gradient_methods_agree(case, seed):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(case=conv_cases(), seed=st.integers(0, 2**16), channels_last=st.booleans())
-def test_gemm_fast_paths_match_the_ops_math(dtype, case, seed, channels_last):
+@given(case=conv_cases(), seed=st.integers(0, 2**16), channels_last=st.booleans(),
+       threads=THREADS)
+def test_gemm_fast_paths_match_the_ops_math(dtype, case, seed, channels_last, threads):
     """The registered fast paths (im2col + matrix product, channels-last) compute what the
-    op's own math (a sum over kernel taps) does: forward, input and weight gradient."""
+    op's own math (a sum over kernel taps) does: forward, input and weight gradient, the
+    batch in one part or one per thread."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(case["x"]).astype(dtype)
     if channels_last:  # the layout the UNet's activations have
@@ -335,12 +354,13 @@ def test_gemm_fast_paths_match_the_ops_math(dtype, case, seed, channels_last):
     geometry = dict(window=window, groups=case["groups"])
     tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11,
                                                                             atol=1e-11)
-    pairs = [(conv_gemm.conv2d_gemm(x, weight, bias, **geometry),
-              conv.conv2d_math(x, weight, bias, **geometry)),
-             (conv_gemm.conv2d_input_grad_gemm(grad, weight, x.shape, **geometry),
-              conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry)),
-             (conv_gemm.conv2d_weight_grad_gemm(x, grad, **geometry),
-              conv.conv2d_weight_grad_math(x, grad, **geometry))]
+    with num_threads(threads):
+        pairs = [(conv_gemm.conv2d_gemm(x, weight, bias, **geometry),
+                  conv.conv2d_math(x, weight, bias, **geometry)),
+                 (conv_gemm.conv2d_input_grad_gemm(grad, weight, x.shape, **geometry),
+                  conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry)),
+                 (conv_gemm.conv2d_weight_grad_gemm(x, grad, **geometry),
+                  conv.conv2d_weight_grad_math(x, grad, **geometry))]
     for fast, math in pairs:
         assert fast.shape == math.shape and fast.dtype == math.dtype == dtype
         np.testing.assert_allclose(fast, math, **tolerance)
@@ -386,12 +406,12 @@ def test_winograd_takes_only_3x3_stride_1_padding_1_single_group_wide_convolutio
 @given(shape=st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 9),
                        st.integers(1, 9)),
        out_channels=st.integers(1, 6), seed=st.integers(0, 2**16), bias=st.booleans(),
-       channels_last=st.booleans(), one_image_per_chunk=st.booleans())
+       channels_last=st.booleans(), one_image_per_chunk=st.booleans(), threads=THREADS)
 def test_winograd_fast_paths_match_the_ops_math(dtype, shape, out_channels, seed, bias,
-                                                channels_last, one_image_per_chunk):
+                                                channels_last, one_image_per_chunk, threads):
     """F(2x2, 3x3) computes the op's math (a sum over kernel taps), forward, input and
     weight gradient, at odd and even sizes (edge tiles), in one chunk or one image per
-    chunk."""
+    chunk, the batch in one part or one per thread."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(shape).astype(dtype)
     if channels_last:
@@ -403,7 +423,7 @@ def test_winograd_fast_paths_match_the_ops_math(dtype, shape, out_channels, seed
     tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11,
                                                                             atol=1e-11)
     chunk = 1 if one_image_per_chunk else winograd.CHUNK_BYTES
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, num_threads(threads):
         patch.setattr(winograd, "CHUNK_BYTES", chunk)
         pairs = [(winograd.conv2d_winograd(x, weight, b, **geometry),
                   conv.conv2d_math(x, weight, b, **geometry)),
@@ -660,8 +680,8 @@ def test_convolutions_one_image_per_chunk(device, name, monkeypatch):
 def test_a_training_batch_is_one_chunk_on_the_gpu():
     images, per_image = 128, 28 * 28 * 9 * 64 * 4  # columns of a 3x3 conv, 64 ch, 28 px
     gpu_array = fake_cupy.ndarray(np.zeros(1))
-    assert len(conv_gemm._image_chunks(images, per_image, gpu_array)) == 1
-    assert len(conv_gemm._image_chunks(images, per_image, np.zeros(1))) > 1
+    assert len(conv_gemm._image_chunks(range(images), per_image, gpu_array)) == 1
+    assert len(conv_gemm._image_chunks(range(images), per_image, np.zeros(1))) > 1
 
 
 @CHANNELS_LAST

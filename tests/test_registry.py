@@ -1,6 +1,6 @@
 """The kernel registry: which fast path an op gets, per device type, and the switches that
 turn them off (AUTOGRAD_REFERENCE_KERNELS=1; the simulated CuPy has none, the CUDA emulator
-enables the CUDA ones); and the thread knob, set_num_threads (numba and BLAS)."""
+enables the CUDA ones); and the thread knob, set_num_threads (numba; BLAS stays on one)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def _blas_threads() -> list[int]:
     return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
 
 
-def test_set_num_threads_sets_numba_and_blas():
+def test_set_num_threads_sets_numba_and_keeps_blas_on_one_thread():
     before = autograd.get_num_threads()
     try:
         autograd.set_num_threads(1)

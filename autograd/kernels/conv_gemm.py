@@ -17,6 +17,9 @@ the products, `kernels/conv.py` picks numba or CUDA for im2col / col2im.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import numpy as np
 
 from autograd.backend import get_array_module
@@ -29,6 +32,9 @@ from autograd.kernels.conv import (
     im2col,
 )
 from autograd.kernels.registry import register
+from autograd.kernels.threads import map_parts, ordered_sum
+
+T = TypeVar("T")
 
 COLUMN_CHUNK_BYTES = 4 << 20  # columns per chunk of images: fits in L3, reused by malloc
 # On the GPU chunks only make the matrix products smaller: a batch's columns in one chunk.
@@ -50,12 +56,20 @@ def weight_from_matrices(matrices: np.ndarray, kernel: tuple[int, int]) -> np.nd
     return per_group.transpose(0, 4, 3, 1, 2).reshape(groups * out_per_group, -1, *kernel)
 
 
-def _image_chunks(images: int, column_bytes_per_image: int, array) -> list[slice]:
-    """Slices of the batch whose columns take about the chunk size of `array`'s device."""
+def _on_parts(run: Callable[[range], T], images: int, array) -> list[T]:
+    """[run(part) for each part of range(images)]: on the CPU one part per thread, on
+    autograd's threads (`threads.map_parts`); on the GPU the whole batch as one part."""
+    if isinstance(array, np.ndarray):
+        return map_parts(run, images)
+    return [run(range(images))]
+
+
+def _image_chunks(images: range, column_bytes_per_image: int, array) -> list[slice]:
+    """Slices of `images` whose columns take about the chunk size of `array`'s device."""
     chunk_bytes = (COLUMN_CHUNK_BYTES if isinstance(array, np.ndarray)
                    else DEVICE_COLUMN_CHUNK_BYTES)
     step = max(1, chunk_bytes // max(1, column_bytes_per_image))
-    return [slice(k, min(k + step, images)) for k in range(0, images, step)]
+    return [slice(k, min(k + step, images.stop)) for k in range(images.start, images.stop, step)]
 
 
 def _group_channels(channels: int, groups: int) -> list[slice]:
@@ -82,18 +96,22 @@ def _columns(x: np.ndarray, window: Window) -> np.ndarray:
 def conv_rows(x: np.ndarray, matrices: np.ndarray, window: Window) -> np.ndarray:
     """x (N, H, W, C), matrices (g, K, O/g) -> out (N * ho * wo, O) = im2col(x) @ W."""
     groups, rows, out_per_group = matrices.shape
-    xp = get_array_module(x)
     images, pixels = x.shape[0], window.output[0] * window.output[1]
-    out = xp.empty((images * pixels, groups * out_per_group), x.dtype)
-    for g, channels in enumerate(_group_channels(x.shape[3], groups)):
-        x_group = x if groups == 1 else x[..., channels]
-        for chunk in _image_chunks(images, pixels * rows * x.itemsize, x):
-            cols = _columns(x_group[chunk], window)
-            out_rows = slice(chunk.start * pixels, chunk.stop * pixels)
-            if groups == 1:
-                xp.matmul(cols, matrices[0], out=out[out_rows])
-            else:
-                out[out_rows, g * out_per_group:(g + 1) * out_per_group] = cols @ matrices[g]
+    out = get_array_module(x).empty((images * pixels, groups * out_per_group), x.dtype)
+
+    def part(images: range) -> None:
+        for g, channels in enumerate(_group_channels(x.shape[3], groups)):
+            x_group = x if groups == 1 else x[..., channels]
+            for chunk in _image_chunks(images, pixels * rows * x.itemsize, x):
+                cols = _columns(x_group[chunk], window)
+                out_rows = slice(chunk.start * pixels, chunk.stop * pixels)
+                if groups == 1:
+                    get_array_module(x).matmul(cols, matrices[0], out=out[out_rows])
+                else:
+                    out[out_rows, g * out_per_group:(g + 1) * out_per_group] = \
+                        cols @ matrices[g]
+
+    _on_parts(part, images, x)
     return out
 
 
@@ -125,39 +143,48 @@ def _col2im_of_product(grad: np.ndarray, matrices: np.ndarray, input_shape: tupl
     images, height, width, channels = input_shape
     pixels = window.output[0] * window.output[1]
     dx = xp.empty(input_shape, grad.dtype)
-    for g, group in enumerate(_group_channels(channels, groups)):
-        grad_group = grad[:, g * out_per_group:(g + 1) * out_per_group]
-        for chunk in _image_chunks(images, pixels * rows * grad.itemsize, grad):
-            grad_rows = grad_group[chunk.start * pixels:chunk.stop * pixels]
-            shape = (chunk.stop - chunk.start, height, width, channels // groups)
-            if _is_pointwise(window, (height, width)) and groups == 1:  # col2im: a reshape
-                xp.matmul(grad_rows, matrices[0].T, out=dx[chunk].reshape(-1, channels))
-                continue
-            dcols = grad_rows @ matrices[g].T
-            if _is_pointwise(window, (height, width)):
-                dx[chunk, :, :, group] = dcols.reshape(shape)
-            elif groups == 1:
-                col2im(dcols, shape, window, out=dx[chunk])
-            else:
-                dx[chunk, :, :, group] = col2im(dcols, shape, window)
+
+    def part(images: range) -> None:
+        for g, group in enumerate(_group_channels(channels, groups)):
+            grad_group = grad[:, g * out_per_group:(g + 1) * out_per_group]
+            for chunk in _image_chunks(images, pixels * rows * grad.itemsize, grad):
+                grad_rows = grad_group[chunk.start * pixels:chunk.stop * pixels]
+                shape = (chunk.stop - chunk.start, height, width, channels // groups)
+                if _is_pointwise(window, (height, width)) and groups == 1:  # col2im: reshape
+                    xp.matmul(grad_rows, matrices[0].T, out=dx[chunk].reshape(-1, channels))
+                    continue
+                dcols = grad_rows @ matrices[g].T
+                if _is_pointwise(window, (height, width)):
+                    dx[chunk, :, :, group] = dcols.reshape(shape)
+                elif groups == 1:
+                    col2im(dcols, shape, window, out=dx[chunk])
+                else:
+                    dx[chunk, :, :, group] = col2im(dcols, shape, window)
+
+    _on_parts(part, images, grad)
     return dx
 
 
 def weight_grad_matrices(x: np.ndarray, grad: np.ndarray, groups: int,
                          window: Window) -> np.ndarray:
-    """x (N, H, W, C), grad (N * ho * wo, O) -> (g, K, O/g) = im2col(x)^T @ grad."""
-    images, channels = x.shape[0], x.shape[3]
+    """x (N, H, W, C), grad (N * ho * wo, O) -> (g, K, O/g) = im2col(x)^T @ grad: each
+    part of the batch summed on its own, then the parts' sums in order."""
+    channels = x.shape[3]
     kernel_taps, pixels = window.kernel[0] * window.kernel[1], window.output[0] * window.output[1]
     out_per_group = grad.shape[1] // groups
-    dw = get_array_module(x).zeros((groups, kernel_taps * channels // groups, out_per_group),
-                                   grad.dtype)
-    for g, group in enumerate(_group_channels(channels, groups)):
-        x_group = x if groups == 1 else x[..., group]
-        grad_group = grad[:, g * out_per_group:(g + 1) * out_per_group]
-        for chunk in _image_chunks(images, pixels * dw.shape[1] * x.itemsize, x):
-            cols = _columns(x_group[chunk], window)
-            dw[g] += cols.T @ grad_group[chunk.start * pixels:chunk.stop * pixels]
-    return dw
+    shape = (groups, kernel_taps * channels // groups, out_per_group)
+
+    def part(images: range) -> np.ndarray:
+        dw = get_array_module(x).zeros(shape, grad.dtype)
+        for g, group in enumerate(_group_channels(channels, groups)):
+            x_group = x if groups == 1 else x[..., group]
+            grad_group = grad[:, g * out_per_group:(g + 1) * out_per_group]
+            for chunk in _image_chunks(images, pixels * shape[1] * x.itemsize, x):
+                cols = _columns(x_group[chunk], window)
+                dw[g] += cols.T @ grad_group[chunk.start * pixels:chunk.stop * pixels]
+        return dw
+
+    return ordered_sum(_on_parts(part, x.shape[0], x))
 
 
 # ---- fast paths of ops/conv.py's three functions: NCHW in, NCHW(-shaped) out ------------------

@@ -34,6 +34,7 @@ import numpy as np
 
 from autograd.kernels.conv import Window, channels_first, channels_last, flipped_weight
 from autograd.kernels.registry import floating, register
+from autograd.kernels.threads import map_parts, ordered_sum
 
 KERNEL_TRANSFORM = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])  # G
 # (G W G^T)[a, b] = sum_ij G[a, i] G[b, j] W[i, j]: a (16, 9) matrix on the flattened kernel
@@ -178,42 +179,56 @@ def _grad_output_transform(grad, first_image, images, block, rows, z):
 def winograd_conv(x: np.ndarray, transformed: np.ndarray, bias: np.ndarray | None
                   ) -> np.ndarray:
     """x (N, H, W, C) channels-last, U (16, C, O) -> (N, H, W, O): the 3x3 convolution with
-    padding 1, a few images at a time (their transformed input reused, as it stays in
-    cache)."""
-    images, height, width, channels = x.shape
-    out_channels = transformed.shape[2]
-    tiles = ((height + 1) // 2) * ((width + 1) // 2)
-    step = max(1, CHUNK_BYTES // (16 * tiles * channels * x.itemsize))
-    v = np.empty((16, min(step, images) * tiles, channels), x.dtype)
-    m = np.empty((16, v.shape[1], out_channels), x.dtype)
-    patch, input_rows = np.empty((2, 4, 4, channels), x.dtype)
-    output_rows = np.empty((2, 4, out_channels), x.dtype)
-    bias = np.zeros(out_channels, x.dtype) if bias is None else bias.astype(x.dtype, copy=False)
-    out = np.empty((images, height, width, out_channels), x.dtype)
-    for first in range(0, images, step):
-        count = min(step, images - first)
-        _input_transform(x, first, count, patch, input_rows, v)
-        np.matmul(v[:, :count * tiles], transformed, out=m[:, :count * tiles])
-        _output_transform(m, bias, first, count, output_rows, out)
+    padding 1, the batch in one part per thread (`threads.map_parts`)."""
+    out = np.empty((*x.shape[:3], transformed.shape[2]), x.dtype)
+    bias = (np.zeros(transformed.shape[2], x.dtype) if bias is None
+            else bias.astype(x.dtype, copy=False))
+    map_parts(lambda images: _conv_images(x, transformed, bias, images, out), x.shape[0])
     return out
 
 
+def _conv_images(x: np.ndarray, transformed: np.ndarray, bias: np.ndarray, images: range,
+                 out: np.ndarray) -> None:
+    """out[images] = the convolution of x[images], a few images at a time (their transformed
+    input reused while it stays in cache)."""
+    height, width, channels = x.shape[1:]
+    out_channels = transformed.shape[2]
+    tiles = ((height + 1) // 2) * ((width + 1) // 2)
+    step = max(1, CHUNK_BYTES // (16 * tiles * channels * x.itemsize))
+    v = np.empty((16, min(step, len(images)) * tiles, channels), x.dtype)
+    m = np.empty((16, v.shape[1], out_channels), x.dtype)
+    patch, input_rows = np.empty((2, 4, 4, channels), x.dtype)
+    output_rows = np.empty((2, 4, out_channels), x.dtype)
+    for first in range(images.start, images.stop, step):
+        count = min(step, images.stop - first)
+        _input_transform(x, first, count, patch, input_rows, v)
+        np.matmul(v[:, :count * tiles], transformed, out=m[:, :count * tiles])
+        _output_transform(m, bias, first, count, output_rows, out)
+
+
 def winograd_weight_grad(x: np.ndarray, grad: np.ndarray) -> np.ndarray:
-    """x (N, H, W, C), dout (N, H, W, O), both channels-last -> dU (16, C, O) in float64,
-    summed over the batch a few images at a time (`weight_from_transformed` makes it dW)."""
-    images, height, width, channels = x.shape
+    """x (N, H, W, C), dout (N, H, W, O), both channels-last -> dU (16, C, O) in float64
+    (`weight_from_transformed` makes it dW): each thread's part of the batch summed on its
+    own, then the parts' sums in order."""
+    totals = map_parts(lambda images: _weight_grad_images(x, grad, images), x.shape[0])
+    return ordered_sum(totals)
+
+
+def _weight_grad_images(x: np.ndarray, grad: np.ndarray, images: range) -> np.ndarray:
+    """dU of x[images] and grad[images], summed over them a few images at a time."""
+    height, width, channels = x.shape[1:]
     out_channels = grad.shape[3]
     tiles = ((height + 1) // 2) * ((width + 1) // 2)
     step = max(1, CHUNK_BYTES // (16 * tiles * max(channels, out_channels) * x.itemsize))
-    v = np.empty((16, min(step, images) * tiles, channels), x.dtype)
+    v = np.empty((16, min(step, len(images)) * tiles, channels), x.dtype)
     z = np.empty((16, v.shape[1], out_channels), x.dtype)
     patch, rows = np.empty((2, 4, 4, channels), x.dtype)
     block, grad_rows = np.empty((2, 2, out_channels), x.dtype), np.empty((4, 2, out_channels),
                                                                         x.dtype)
     product = np.empty((16, channels, out_channels), x.dtype)
     total = np.zeros((16, channels, out_channels))
-    for first in range(0, images, step):
-        count = min(step, images - first)
+    for first in range(images.start, images.stop, step):
+        count = min(step, images.stop - first)
         _input_transform(x, first, count, patch, rows, v)
         _grad_output_transform(grad, first, count, block, grad_rows, z)
         np.matmul(v[:, :count * tiles].transpose(0, 2, 1), z[:, :count * tiles], out=product)

@@ -27,15 +27,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
 import numpy as np
 
 from autograd.backend import get_array_module, is_cupy_array
-from autograd.grad_mode import is_grad_enabled, set_grad_enabled
-from autograd.kernels.threads import single_threaded_blas
+from autograd.grad_mode import enable_grad, is_grad_enabled, set_grad_enabled
+from autograd.kernels.threads import ordered_sum, run_on_workers, single_threaded_blas
 from autograd.nn.dropout import Dropout
 from autograd.nn.module import Module
 from autograd.tensor import Tensor
@@ -72,7 +71,8 @@ class Replicas:
                 mine.data = theirs.data
 
         def run(index: int):
-            loss = losses[index](self.copies[index])
+            with enable_grad():  # grad mode is per thread: the workers' default, here too
+                loss = losses[index](self.copies[index])
             loss.backward()
             return loss.detach()
 
@@ -83,7 +83,7 @@ class Replicas:
         for index, parameter in enumerate(self.parameters):
             grads = [parameters[index].grad for parameters in self.copy_parameters]
             grads = [g.data for g in grads if g is not None]
-            parameter.grad = None if not grads else Tensor(_ordered_sum(grads))
+            parameter.grad = None if not grads else Tensor(ordered_sum(grads))
         return values
 
 
@@ -115,41 +115,22 @@ def _on_gpu(values) -> bool:
     return any(is_cupy_array(v.data if isinstance(v, Tensor) else v) for v in values)
 
 
-_pools: dict[int, ThreadPoolExecutor] = {}
-
-
 def _run_on_workers(run: Callable[[int], Any], count: int, workers: int,
                     always_single_threaded: bool = False) -> list[Any]:
     """[run(i) for i in range(count)], on up to `workers` threads that each use one numba
     and one BLAS thread; in the calling thread (with its threads) when that is 1, unless
     `always_single_threaded`: a 2-thread BLAS rounds differently from a 1-thread one."""
-    workers = min(workers, count)
-    if workers <= 1 and not always_single_threaded:
+    if min(workers, count) <= 1 and not always_single_threaded:
         return [run(i) for i in range(count)]
-
-    def single_threaded(index: int) -> Any:
-        numba.set_num_threads(1)  # numba's setting is per thread
-        return run(index)
-
     with single_threaded_blas():
-        if workers <= 1:
+        if min(workers, count) <= 1:
             previous = numba.get_num_threads()
+            numba.set_num_threads(1)  # numba's setting is per thread
             try:
-                return [single_threaded(i) for i in range(count)]
+                return [run(i) for i in range(count)]
             finally:
                 numba.set_num_threads(previous)
-        if workers not in _pools:
-            _pools[workers] = ThreadPoolExecutor(workers,
-                                                 thread_name_prefix="autograd-worker")
-        return list(_pools[workers].map(single_threaded, range(count)))
-
-
-def _ordered_sum(arrays: list) -> Any:
-    """arrays[0] + arrays[1] + ..., in that order (a new array)."""
-    total = arrays[0].copy()
-    for array in arrays[1:]:
-        total += array
-    return total
+        return run_on_workers(run, count, workers)
 
 
 def sliced_forward(module: Callable[..., Any], workers: int | None = None) -> Callable:
