@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from collections.abc import Callable
 from functools import partial
 
 import numpy as np
-from timing import cpu_name
+from timing import alternating_medians, cpu_name
 
 import autograd
 from autograd import optim
@@ -37,19 +36,6 @@ WINOGRAD_PATHS = (winograd.conv2d_winograd, winograd.conv2d_input_grad_winograd,
                   winograd.conv2d_weight_grad_winograd)
 OPS = (("conv2d", "forward"), ("conv2d_input_grad", "input grad"),
        ("conv2d_weight_grad", "weight grad"))
-
-
-def alternating_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Median seconds of each function, called in turn `repeats` times after a warm-up."""
-    times: list[list[float]] = [[] for _ in fns]
-    for fn in fns:
-        fn()
-    for _ in range(repeats):
-        for fn, spent in zip(fns, times):
-            start = time.perf_counter()
-            fn()
-            spent.append(time.perf_counter() - start)
-    return [statistics.median(spent) for spent in times]
 
 
 def layer_table(rng: np.random.Generator, batch: int, repeats: int) -> None:

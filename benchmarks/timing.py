@@ -23,6 +23,19 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def alternating_medians(fns: list[Callable[[], object]], repeats: int) -> list[float]:
+    """Median seconds of each function, called in turn `repeats` times after a warm-up."""
+    times: list[list[float]] = [[] for _ in fns]
+    for fn in fns:
+        fn()
+    for _ in range(repeats):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(spent) for spent in times]
+
+
 def page_faults_per_call(fn: Callable[[], object], repeats: int) -> float:
     """Minor page faults of the process per fn() call over `repeats` calls, after one
     warm-up call: pages touched for the first time, ~0 when a step reuses its buffers."""

@@ -24,6 +24,17 @@ TOLERANCE = {np.dtype(np.float32): dict(rtol=1e-4, atol=1e-5),
 
 
 @contextlib.contextmanager
+def num_threads(n: int):
+    """Inside: autograd's kernels on n threads (kernels/threads.py), as before after."""
+    before = autograd.get_num_threads()
+    autograd.set_num_threads(n)
+    try:
+        yield
+    finally:
+        autograd.set_num_threads(before)
+
+
+@contextlib.contextmanager
 def op_math():
     """Inside: every fast path off, the ops run their own math."""
     previous = os.environ.get("AUTOGRAD_REFERENCE_KERNELS")

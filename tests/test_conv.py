@@ -10,8 +10,6 @@ autograd/ops/conv.py."""
 
 from __future__ import annotations
 
-import contextlib
-
 import fake_cupy
 import numba
 import numpy as np
@@ -26,6 +24,7 @@ from device_testing import (
 )
 from hypothesis import assume, given
 from hypothesis import strategies as st
+from kernel_testing import num_threads
 from module_testing import check_module
 from op_testing import arrays, check_op, check_torch_case
 
@@ -40,16 +39,6 @@ from autograd.ops import conv
 
 # The CPU fast paths cut the batch into one part per thread (kernels/threads.py): 1 or 2.
 THREADS = st.sampled_from(sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}))
-
-
-@contextlib.contextmanager
-def num_threads(n: int):
-    before = autograd.get_num_threads()
-    autograd.set_num_threads(n)
-    try:
-        yield
-    finally:
-        autograd.set_num_threads(before)
 
 
 TORCH_CASES = {

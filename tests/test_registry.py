@@ -1,6 +1,6 @@
 """The kernel registry: which fast path an op gets, per device type, and the switches that
 turn them off (AUTOGRAD_REFERENCE_KERNELS=1; the simulated CuPy has none, the CUDA emulator
-enables the CUDA ones); and the thread knob, set_num_threads (numba; BLAS stays on one)."""
+enables the CUDA ones). The thread knob's tests are in test_threads.py."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import cuda_emulator
 import numpy as np
 import pytest
 from fake_cupy import simulated_cuda
-from threadpoolctl import threadpool_info
 
 import autograd
 from autograd.backend import to_device
@@ -90,27 +89,3 @@ def test_environment_switch_selects_the_op_math_at_call_time(monkeypatch, refere
     else:
         with pytest.raises(AssertionError, match="compiled kernel ran"):
             run()
-
-
-# ---- the thread knob ---------------------------------------------------------------------
-
-
-def _blas_threads() -> list[int]:
-    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
-
-
-def test_set_num_threads_sets_numba_and_keeps_blas_on_one_thread():
-    before = autograd.get_num_threads()
-    try:
-        autograd.set_num_threads(1)
-        assert autograd.get_num_threads() == 1
-        assert set(_blas_threads()) <= {1}
-    finally:
-        autograd.set_num_threads(before)
-    assert autograd.get_num_threads() == before
-
-
-@pytest.mark.parametrize("bad", [0, -1, 2.0, 10_000])
-def test_set_num_threads_rejects_bad_counts(bad):
-    with pytest.raises(ValueError, match="set_num_threads"):
-        autograd.set_num_threads(bad)

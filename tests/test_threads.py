@@ -1,7 +1,8 @@
-"""autograd's own threads (autograd/kernels/threads.py): a batch cut into one part per
-thread, the parts run on worker threads with one numba thread each, never nested, errors
-raised after every part has ended; BLAS on one thread; and the matrix product split over the
-threads (autograd/kernels/matmul.py) against NumPy's, with its gradients."""
+"""autograd's own threads (autograd/kernels/threads.py): the thread knob (set_num_threads:
+numba's threads, BLAS kept on one); a batch cut into one part per thread, the parts run on
+worker threads with one numba thread each, never nested, errors raised after every part has
+ended; and the matrix product split over the threads (autograd/kernels/matmul.py) against
+NumPy's, with its gradient check."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kernel_testing import num_threads
 from op_testing import arrays
 from threadpoolctl import threadpool_info
 
@@ -24,10 +26,26 @@ TWO = pytest.mark.skipif(numba.config.NUMBA_NUM_THREADS < 2, reason="needs 2 num
 
 @pytest.fixture
 def two_threads():
+    with num_threads(2):
+        yield
+
+
+def _blas_threads() -> set[int]:
+    return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
+
+
+def test_set_num_threads_sets_numba_and_keeps_blas_on_one_thread():
     before = autograd.get_num_threads()
-    autograd.set_num_threads(2)
-    yield
-    autograd.set_num_threads(before)
+    for n in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+        with num_threads(n):
+            assert autograd.get_num_threads() == n and _blas_threads() <= {1}
+    assert autograd.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.0, 10_000])
+def test_set_num_threads_rejects_bad_counts(bad):
+    with pytest.raises(ValueError, match="set_num_threads"):
+        autograd.set_num_threads(bad)
 
 
 @given(count=st.integers(0, 40), workers=st.integers(1, 8))
@@ -77,20 +95,6 @@ def test_an_error_in_a_part_is_raised_after_every_part_has_ended(two_threads):
     assert finished == [range(2, 4)]
 
 
-def _blas_threads() -> set[int]:
-    return {info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"}
-
-
-def test_blas_runs_on_one_thread_whatever_autograd_uses():
-    before = autograd.get_num_threads()
-    try:
-        for n in {1, numba.config.NUMBA_NUM_THREADS}:
-            autograd.set_num_threads(n)
-            assert autograd.get_num_threads() == n and _blas_threads() <= {1}
-    finally:
-        autograd.set_num_threads(before)
-
-
 def test_ordered_sum_adds_in_order_into_a_new_array():
     arrays_ = [np.float32([1e8]), np.float32([1.0]), np.float32([-1e8])]
     total = threads.ordered_sum(arrays_)
@@ -117,12 +121,8 @@ def matmul_operands(draw):
 @given(operands=matmul_operands())
 def test_matmul_on_threads_is_numpys_product(operands):
     a, b = operands
-    before = autograd.get_num_threads()
-    autograd.set_num_threads(2)
-    try:
+    with num_threads(2):
         out = matmul.matmul_on_threads(a, b)
-    finally:
-        autograd.set_num_threads(before)
     expected = np.matmul(a, b)
     assert out.shape == expected.shape and out.dtype == expected.dtype
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
@@ -134,23 +134,18 @@ def test_matmul_gradients_through_the_threads(operands):
     """With every product split (the size floor at 0), MatMul's forward and both gradients
     run on the threads, and its gradient check holds."""
     a, b = (autograd.tensor(x, requires_grad=True) for x in operands)
-    before = autograd.get_num_threads()
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, num_threads(2):
         patch.setattr(matmul, "MIN_MULTIPLY_ADDS", 0)
-        autograd.set_num_threads(2)
-        try:
-            assert registry.lookup("matmul", a.data, b.data) is matmul.matmul_on_threads
-            assert autograd.gradcheck(lambda x, y: x @ y, [a, b])
-        finally:
-            autograd.set_num_threads(before)
+        assert registry.lookup("matmul", a.data, b.data) is matmul.matmul_on_threads
+        assert autograd.gradcheck(lambda x, y: x @ y, [a, b])
 
 
 @TWO
 def test_only_large_float_products_are_split(two_threads):
-    big = np.ones((256, 128), np.float32), np.ones((128, 128), np.float32)
-    assert 256 * 128 * 128 >= matmul.MIN_MULTIPLY_ADDS
+    rows = matmul.MIN_MULTIPLY_ADDS // (128 * 128)  # (rows, 128) @ (128, 128): the floor
+    big = np.ones((rows, 128), np.float32), np.ones((128, 128), np.float32)
     assert registry.lookup("matmul", *big) is matmul.matmul_on_threads
-    assert registry.lookup("matmul", big[0][:8], big[1]) is None  # too small
+    assert registry.lookup("matmul", big[0][1:], big[1]) is None  # one row short
     assert registry.lookup("matmul", *(x.astype(np.int64) for x in big)) is None
     assert registry.lookup("matmul", big[0], big[1].astype(np.float64)) is None
     autograd.set_num_threads(1)

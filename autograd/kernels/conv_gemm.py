@@ -96,8 +96,9 @@ def _columns(x: np.ndarray, window: Window) -> np.ndarray:
 def conv_rows(x: np.ndarray, matrices: np.ndarray, window: Window) -> np.ndarray:
     """x (N, H, W, C), matrices (g, K, O/g) -> out (N * ho * wo, O) = im2col(x) @ W."""
     groups, rows, out_per_group = matrices.shape
+    xp = get_array_module(x)
     images, pixels = x.shape[0], window.output[0] * window.output[1]
-    out = get_array_module(x).empty((images * pixels, groups * out_per_group), x.dtype)
+    out = xp.empty((images * pixels, groups * out_per_group), x.dtype)
 
     def part(images: range) -> None:
         for g, channels in enumerate(_group_channels(x.shape[3], groups)):
@@ -106,7 +107,7 @@ def conv_rows(x: np.ndarray, matrices: np.ndarray, window: Window) -> np.ndarray
                 cols = _columns(x_group[chunk], window)
                 out_rows = slice(chunk.start * pixels, chunk.stop * pixels)
                 if groups == 1:
-                    get_array_module(x).matmul(cols, matrices[0], out=out[out_rows])
+                    xp.matmul(cols, matrices[0], out=out[out_rows])
                 else:
                     out[out_rows, g * out_per_group:(g + 1) * out_per_group] = \
                         cols @ matrices[g]
@@ -169,13 +170,13 @@ def weight_grad_matrices(x: np.ndarray, grad: np.ndarray, groups: int,
                          window: Window) -> np.ndarray:
     """x (N, H, W, C), grad (N * ho * wo, O) -> (g, K, O/g) = im2col(x)^T @ grad: each
     part of the batch summed on its own, then the parts' sums in order."""
-    channels = x.shape[3]
+    xp, channels = get_array_module(x), x.shape[3]
     kernel_taps, pixels = window.kernel[0] * window.kernel[1], window.output[0] * window.output[1]
     out_per_group = grad.shape[1] // groups
     shape = (groups, kernel_taps * channels // groups, out_per_group)
 
     def part(images: range) -> np.ndarray:
-        dw = get_array_module(x).zeros(shape, grad.dtype)
+        dw = xp.zeros(shape, grad.dtype)
         for g, group in enumerate(_group_channels(channels, groups)):
             x_group = x if groups == 1 else x[..., group]
             grad_group = grad[:, g * out_per_group:(g + 1) * out_per_group]

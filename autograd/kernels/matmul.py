@@ -2,8 +2,9 @@
 
 BLAS runs on one thread (`kernels/threads.py`), so a large product is cut into one block of
 output rows per thread (of output columns, when there are fewer rows than threads), each
-block one BLAS call on autograd's threads. Every output element is the same dot product
-over the whole inner dimension as in one call, so no partial sums are added afterwards.
+block one BLAS call on autograd's threads. Each output element is one dot product over the
+whole inner dimension, as in a single call (its rounding may differ with the block's
+size): no partial sums are added afterwards.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import numpy as np
 from autograd.kernels.registry import floating, register
 from autograd.kernels.threads import get_num_threads, map_parts
 
-# Below this many multiply-adds one thread is quicker than handing work to another (about
-# 50 us of a worker's start against a product of about 100 us on one core).
-MIN_MULTIPLY_ADDS = 1 << 21
+# Below this many multiply-adds one thread is quicker than handing a block to a worker:
+# `benchmarks/bench_threads.py` on 2 cores, float32, one BLAS thread against split: 2^24
+# 0.40 / 0.57 ms, 2^26 1.76 / 1.98 ms, 2^27 3.63 / 2.21 ms.
+MIN_MULTIPLY_ADDS = 1 << 27
 
 
 def _large(a: np.ndarray, b: np.ndarray) -> bool:

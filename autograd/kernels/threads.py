@@ -6,10 +6,10 @@ large matmuls) cut their batch into one contiguous part per thread and run the p
 autograd's worker threads (`map_parts`), each part's products on one BLAS thread. So
 NumPy's BLAS runs on one thread: `import autograd` and `set_num_threads` set it so. A
 multi-threaded OpenBLAS keeps its threads spinning for a while after each product, and on a
-small CPU they take the cores the workers need: measured on mnist-tiny (2 cores, a plain
-training loop at batch 64), convolutions split over the workers took 1.32 s a step with a
-1-thread BLAS and 1.75 s with a 2-thread one beside them, against 1.63 s unsplit on a
-2-thread BLAS. (`threadpoolctl` changes BLAS's threads back, for code that needs it.)
+small CPU they take the cores the workers need. `benchmarks/bench_threads.py`, a plain
+mnist-tiny training loop at batch 64 on 2 cores: 1.11 s a step split on a 1-thread BLAS,
+1.62 s split beside a 2-thread BLAS, 1.82 s unsplit on a 2-thread BLAS (as before the
+split). (`threadpoolctl` changes BLAS's threads back, for code that needs it.)
 
 A worker runs with one numba thread, so a kernel called on a worker (or anywhere while
 `get_num_threads()` is 1) runs its parts in the calling thread: work never nests.
@@ -57,11 +57,9 @@ def single_threaded_blas():
 
 def run_on_workers(run: Callable[[int], T], count: int, workers: int) -> list[T]:
     """[run(i) for i in range(count)], on up to `workers` threads (the calling thread and
-    pool threads) that each use one numba thread; every call has ended when this returns,
-    also when one raised. With one worker, in the calling thread with its threads."""
+    pool threads), each call on one numba thread; every call has ended when this returns,
+    also when one raised."""
     workers = min(workers, count)
-    if workers <= 1:
-        return [run(i) for i in range(count)]
 
     def single_threaded(index: int) -> T:
         previous = numba.get_num_threads()
@@ -71,6 +69,8 @@ def run_on_workers(run: Callable[[int], T], count: int, workers: int) -> list[T]
         finally:
             numba.set_num_threads(previous)
 
+    if workers <= 1:
+        return [single_threaded(i) for i in range(count)]
     if workers - 1 not in _pools:
         _pools[workers - 1] = ThreadPoolExecutor(workers - 1,
                                                  thread_name_prefix="autograd-worker")

@@ -123,13 +123,6 @@ def _run_on_workers(run: Callable[[int], Any], count: int, workers: int,
     if min(workers, count) <= 1 and not always_single_threaded:
         return [run(i) for i in range(count)]
     with single_threaded_blas():
-        if min(workers, count) <= 1:
-            previous = numba.get_num_threads()
-            numba.set_num_threads(1)  # numba's setting is per thread
-            try:
-                return [run(i) for i in range(count)]
-            finally:
-                numba.set_num_threads(previous)
         return run_on_workers(run, count, workers)
 
 
