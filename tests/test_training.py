@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from kernel_testing import num_threads
 from training_testing import micro_config
 
 import autograd
@@ -103,9 +104,37 @@ def test_worker_threads_do_not_change_the_result(digits):
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
+def test_the_slice_count_changes_a_step_only_by_rounding(digits):
+    # The draws (t, noise, dropped labels) are the batch's whatever its slices (3: uneven
+    # parts of 8, each loss weighted by its share), so the loss and the gradient agree to
+    # float32 rounding; the first Adam step is not compared (it follows sign(grad)).
+    runs = [Trainer(micro_config(steps=1, batch_slices=slices), *digits, workers=2)
+            for slices in (1, 2, 3)]
+    losses = [float(trainer.train_step()) for trainer in runs]
+    np.testing.assert_allclose(losses[1:], [losses[0]] * 2, rtol=1e-6)
+    for other in runs[1:]:
+        for mine, theirs in zip(runs[0].parameters, other.parameters):
+            scale = np.abs(mine.grad.numpy()).max()
+            np.testing.assert_allclose(theirs.grad.numpy(), mine.grad.numpy(), rtol=1e-4,
+                                       atol=1e-5 * scale)
+
+
+def test_by_default_a_slice_per_worker_recorded_for_resuming(tmp_path, digits):
+    for workers, batch_size, expected in ((1, 8, 1), (2, 8, 2), (4, 2, 2)):
+        trainer = Trainer(micro_config(batch_size=batch_size), *digits, workers=workers)
+        assert trainer.config.batch_slices == expected
+    trainer = Trainer(micro_config(steps=2), *digits, workers=2)
+    trainer.train(tmp_path, progress=False)
+    assert read_checkpoint(tmp_path / "ckpt.npz")["train_config"]["batch_slices"] == 2
+    with num_threads(1):  # a fresh trainer here would take one slice
+        resumed = Trainer.resume(tmp_path / "ckpt.npz", *digits, steps=4)
+    assert resumed.config.batch_slices == 2
+
+
 def test_bad_configs_are_rejected():
-    with pytest.raises(ValueError, match="batch_slices must be >= 1 and divide"):
-        TrainConfig(batch_size=30, batch_slices=4)
+    for slices in (0, 9):
+        with pytest.raises(ValueError, match="batch_slices must be None or between 1 and"):
+            TrainConfig(batch_size=8, batch_slices=slices)
     for lr in (0.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="lr must be a positive finite number"):
             TrainConfig(lr=lr)

@@ -270,10 +270,12 @@ def training_losses(
     vlb_weight: float = 0.001,
     timesteps: np.ndarray | None = None,
     timestep_weights: np.ndarray | None = None,
+    noise: np.ndarray | None = None,
     **cond: Any,
 ) -> LossTerms:
     """Denoising loss for `model(x_t, t, **cond)` with eps ~ N(0, I) and t ~ U{0..T-1} (or
-    the given `timesteps` (N,), each sample's loss then scaled by `timestep_weights` (N,)).
+    the given `timesteps` (N,), each sample's loss then scaled by `timestep_weights` (N,)),
+    both drawn from `generator` unless given (`noise`: eps, x0's shape).
 
     L_simple is the MSE of the prediction, per sample weighted by `loss_weighting` (`uniform`
     or `min_snr`, see `min_snr_weights`). A learned variance (`variance_type` learned_range)
@@ -290,7 +292,12 @@ def training_losses(
         t = generator.integers(0, schedule.num_train_timesteps, size=x0.shape[0], dtype=np.int64)
     else:
         t = check_timesteps(schedule, timesteps, x0)
-    noise = to_device(generator.standard_normal(x0.shape, dtype=x0.dtype), device_of(x0))
+    if noise is None:
+        noise = generator.standard_normal(x0.shape, dtype=x0.dtype)
+    elif noise.shape != x0.shape:
+        raise ValueError(f"training_losses: noise has shape {noise.shape}, expected x0's "
+                         f"{x0.shape}")
+    noise = to_device(noise, device_of(x0))
     x_t = q_sample(schedule, x0, t, noise)
     target = prediction_target(schedule, x0, noise, t, prediction_type)
     prediction, variance_values = split_model_output(model(x_t, t, **cond), x0, variance_type)

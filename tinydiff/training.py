@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import autograd
 from autograd import nn, optim
 from autograd.backend import CPU, Device, to_device
 from autograd.files import atomic_write, remove_stale_temporaries
+from autograd.kernels.threads import parts
 from autograd.nn.parallel import Replicas
 from autograd.optim import lr_scheduler
 from autograd.random import default_generator
@@ -64,9 +65,12 @@ class TrainConfig:
     model: str = "mnist-tiny"
     steps: int = 2000
     batch_size: int = 32
-    # The batch's gradient is the sum of this many equal slices' (in order), computed on
-    # separate threads when there are cores for them; the result does not depend on that.
-    batch_slices: int = 2
+    # The batch's gradient is the sum of its slices' (near-equal contiguous parts, in order),
+    # each slice's forward and backward on a worker thread of its own. None: one slice per
+    # thread on the CPU (the fastest on 1 and 2 threads, see benchmarks/README.md), one on a
+    # GPU. The Trainer records the number it used, so a resumed run keeps it. The random
+    # draws do not depend on it: another count changes a run only by float rounding.
+    batch_slices: int | None = None
     lr: float = 2e-3
     lr_schedule: LrSchedule | str = LrSchedule.CONSTANT
     warmup_steps: int = 100
@@ -97,8 +101,8 @@ class TrainConfig:
             problems.append(f"steps must be >= 0, got {self.steps}")
         if self.batch_size < 1:
             problems.append(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.batch_slices < 1 or self.batch_size % self.batch_slices:
-            problems.append(f"batch_slices must be >= 1 and divide batch_size "
+        if self.batch_slices is not None and not 1 <= self.batch_slices <= self.batch_size:
+            problems.append(f"batch_slices must be None or between 1 and batch_size "
                             f"{self.batch_size}, got {self.batch_slices}")
         for name in ("lr", "ema_power", "snr_gamma"):
             if not 0 < getattr(self, name) < math.inf:
@@ -163,10 +167,14 @@ class Trainer:
         """`workers`: CPU threads for the batch slices (default: autograd's thread count);
         `device`: where the model trains ("cpu" default, "cuda"; the model is moved there).
         On the CPU the slices run on worker threads; on a GPU one after another
-        (`nn.parallel.Replicas`). The result is the same either way."""
-        self.config = config
+        (`nn.parallel.Replicas`). For a given `config.batch_slices` the result does not
+        depend on `workers`; `self.config` holds the slice count used."""
         self.device = CPU if device is None else Device(device)
         self.workers = workers or autograd.get_num_threads()
+        if config.batch_slices is None:
+            slices = 1 if self.device.type != "cpu" else min(self.workers, config.batch_size)
+            config = replace(config, batch_slices=slices)
+        self.config = config
         if images is None:
             images, labels = load_mnist("train", data_dir=config.data_dir)
         autograd.manual_seed(config.seed)  # model init (and dropout) draw from it
@@ -182,8 +190,8 @@ class Trainer:
                              f"images, the data has {images.shape[-1]}px")
         self.schedule = make_schedule(config)
         self.parameters = list(self.model.parameters())
-        self.replicas = Replicas(self.model, config.batch_slices) if config.batch_slices > 1 \
-            else None
+        self.replicas = (Replicas(self.model, config.batch_slices) if config.batch_slices > 1
+                         else None)
         self.optimizer = optim.AdamW(self.parameters, lr=config.lr,
                                      weight_decay=config.weight_decay)
         if config.lr_schedule is LrSchedule.COSINE:
@@ -229,27 +237,28 @@ class Trainer:
         options = dict(prediction_type=config.prediction_type,
                        loss_weighting=config.loss_weighting, snr_gamma=config.snr_gamma,
                        variance_type=config.variance_type, vlb_weight=config.vlb_weight)
-        t = weights = None
+        # the batch's draws, whatever its slices: t (and its weights), then the noise
         if self.timestep_sampler is not None:
             t, weights = self.timestep_sampler.sample(len(x0), self.generator)
-        slices = config.batch_slices
-        size = len(x0) // slices
-        # slice i draws its noise (and t) from its own generator, seeded in order here
-        seeds = self.generator.integers(0, 2**63, size=slices) if slices > 1 else None
-        sample_losses: list[Any] = [None] * slices
+        else:
+            t = self.generator.integers(0, config.num_train_timesteps, size=len(x0),
+                                        dtype=np.int64)
+            weights = None
+        noise = self.generator.standard_normal(x0.shape, dtype=x0.dtype)
+        pieces = parts(len(x0), config.batch_slices)
+        sample_losses: list[Any] = [None] * len(pieces)
 
         def slice_loss(i: int):
-            part = slice(i * size, (i + 1) * size)
+            part = slice(pieces[i].start, pieces[i].stop)
 
             def loss(model):
-                generator = self.generator if seeds is None else np.random.default_rng(seeds[i])
                 terms = training_losses(
-                    model, self.schedule, x0[part], generator, **options,
-                    timesteps=None if t is None else t[part],
+                    model, self.schedule, x0[part], self.generator, **options,
+                    timesteps=t[part], noise=noise[part],
                     timestep_weights=None if weights is None else weights[part],
                     **{k: v[part] for k, v in cond.items()})
                 sample_losses[i] = terms.per_sample
-                return terms.loss / slices
+                return terms.loss * (len(pieces[i]) / len(x0))  # its share of the mean
 
             return loss
 
@@ -257,11 +266,11 @@ class Trainer:
             loss = slice_loss(0)(self.model)
             self.optimizer.zero_grad()
             loss.backward()
-            parts = [loss.detach()]
+            slice_losses = [loss.detach()]
         else:  # on worker threads on the CPU, one after another on a GPU: the same result
-            parts = self.replicas.backward([slice_loss(i) for i in range(slices)],
-                                           self.workers)
-        loss = sum(part.double() for part in parts)
+            slice_losses = self.replicas.backward([slice_loss(i) for i in range(len(pieces))],
+                                                  self.workers)
+        loss = sum(part.double() for part in slice_losses)
         if self.timestep_sampler is not None:  # reads the per-sample losses on the host
             self.timestep_sampler.update(t, np.concatenate([to_device(s, CPU)
                                                             for s in sample_losses]))

@@ -19,6 +19,7 @@ import numba
 import numpy as np
 
 from autograd.kernels.cuda import launch_elementwise
+from autograd.kernels.jit import cpu_kernel
 from autograd.kernels.registry import register
 
 _UNARY = ["float32(float32)", "float64(float64)"]
@@ -52,7 +53,7 @@ _TAYLOR = tuple(np.float32(1.0 / math.factorial(k)) for k in range(8))
 _FAST = {"contract", "afn", "arcp"}  # no nnan/ninf: NaN inputs stay NaN
 
 
-@numba.njit(nogil=True, cache=True, fastmath=_FAST)
+@cpu_kernel(fastmath=_FAST)
 def _sigmoid_float32(y, out, times_y, poly, bits):
     """out = sigmoid(y) (times y with `times_y`: SiLU) for 1-D float32 arrays; poly, bits:
     float32 and int32 scratch of y's size."""
@@ -72,7 +73,7 @@ def _sigmoid_float32(y, out, times_y, poly, bits):
         out[i] = s * y[i] if times_y else s
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def sigmoid_into(y, out, times_y=False):
     """out = sigmoid(y), or y * sigmoid(y) with `times_y`, for 1-D contiguous arrays of one
     float dtype. out may be y itself, but then the loops do not vectorise (LLVM's alias check

@@ -21,6 +21,7 @@ import numpy as np
 
 from autograd.backend import get_array_module
 from autograd.kernels import cuda, registry
+from autograd.kernels.jit import cpu_kernel
 from autograd.kernels.registry import register
 
 # OpenBLAS threads spin for a while after each matrix product; a numba parallel region
@@ -68,7 +69,7 @@ def flipped_weight(weight: np.ndarray, groups: int) -> np.ndarray:
 # ---- compiled kernels ---------------------------------------------------------------------
 
 
-@numba.njit(parallel=PARALLEL, nogil=True, cache=True)
+@cpu_kernel(parallel=PARALLEL)
 def _im2col_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, pad_value, cols):
     n, h, w, c = x.shape
     for image_row in numba.prange(n * ho):
@@ -93,7 +94,7 @@ def _im2col_kernel(x, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, pad_value, cols):
                             dst[k] = pad_value
 
 
-@numba.njit(parallel=PARALLEL, nogil=True, cache=True)
+@cpu_kernel(parallel=PARALLEL)
 def _col2im_kernel(cols, kh, kw, sh, sw, ph, pw, dh, dw, ho, wo, out):
     n, h, w, c = out.shape
     for b in numba.prange(n):  # one image per task: no two tasks write one pixel

@@ -31,6 +31,7 @@ import numpy as np
 from autograd.backend import get_array_module
 from autograd.kernels import cuda
 from autograd.kernels.activation import sigmoid_into
+from autograd.kernels.jit import cpu_kernel
 from autograd.kernels.registry import floating, register
 
 # ---- compiled kernels ----------------------------------------------------------------------
@@ -42,7 +43,7 @@ from autograd.kernels.registry import floating, register
 PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _forward_group(x, weight, bias, num_groups, eps, out, mean, rstd, row):
     channels, m = x.shape[1], x.shape[2]
     per_group = channels // num_groups
@@ -68,7 +69,7 @@ def _forward_group(x, weight, bias, num_groups, eps, out, mean, rstd, row):
             out[n, c, i] = (x[n, c, i] - mu) * scale + bias[c]
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _backward_group(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum_dy_xc, row):
     channels, m = x.shape[1], x.shape[2]
     per_group = channels // num_groups
@@ -97,25 +98,25 @@ def _backward_group(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum
                                - r * (mean_dxhat + (x[n, c, i] - mu) * xc_coefficient))
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _forward_serial(x, weight, bias, num_groups, eps, out, mean, rstd):
     for row in range(x.shape[0] * num_groups):
         _forward_group(x, weight, bias, num_groups, eps, out, mean, rstd, row)
 
 
-@numba.njit(nogil=True, cache=True, parallel=True)
+@cpu_kernel(parallel=True)
 def _forward_parallel(x, weight, bias, num_groups, eps, out, mean, rstd):
     for row in numba.prange(x.shape[0] * num_groups):
         _forward_group(x, weight, bias, num_groups, eps, out, mean, rstd, row)
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _backward_serial(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum_dy_xc):
     for row in range(x.shape[0] * num_groups):
         _backward_group(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum_dy_xc, row)
 
 
-@numba.njit(nogil=True, cache=True, parallel=True)
+@cpu_kernel(parallel=True)
 def _backward_parallel(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum_dy_xc):
     for row in numba.prange(x.shape[0] * num_groups):
         _backward_group(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, sum_dy_xc, row)
@@ -124,7 +125,7 @@ def _backward_parallel(grad, x, mean, rstd, weight, num_groups, grad_x, sum_dy, 
 # Channels-last family: x is (N, M, C) C-contiguous; a prange over samples.
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _channel_stats(x, n, num_groups, eps, mean, rstd):
     """Per-channel float64 (mean, rstd) of sample n's groups; writes mean/rstd[n, g]."""
     m, channels = x.shape[1], x.shape[2]
@@ -152,14 +153,14 @@ def _channel_stats(x, n, num_groups, eps, mean, rstd):
     return channel_mean, channel_rstd
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _scale_shift(weight, bias, channel_mean, channel_rstd, dtype_like):
     """Per-channel (scale, shift) with y = x * scale + shift, in dtype_like's dtype."""
     scale = weight * channel_rstd
     return scale.astype(dtype_like.dtype), (bias - channel_mean * scale).astype(dtype_like.dtype)
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _affine_channels_last(x, scale, shift, out):
     """out = x * scale + shift per channel, for one sample's (M, C) x: the normalised y."""
     for i in range(x.shape[0]):
@@ -171,7 +172,7 @@ def _affine_channels_last(x, scale, shift, out):
 # vectorised sigmoid ran 1.4x slower (measured).
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _forward_sample(x, weight, bias, num_groups, eps, silu, out, mean, rstd, n):
     channel_mean, channel_rstd = _channel_stats(x, n, num_groups, eps, mean, rstd)
     scale, shift = _scale_shift(weight, bias, channel_mean, channel_rstd, x)
@@ -183,13 +184,13 @@ def _forward_sample(x, weight, bias, num_groups, eps, silu, out, mean, rstd, n):
         _affine_channels_last(x[n], scale, shift, out[n])
 
 
-@numba.njit(nogil=True, cache=True, parallel=True)
+@cpu_kernel(parallel=True)
 def _forward_channels_last(x, weight, bias, num_groups, eps, silu, out, mean, rstd):
     for n in numba.prange(x.shape[0]):
         _forward_sample(x, weight, bias, num_groups, eps, silu, out, mean, rstd, n)
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _backward_sample(grad, x, mean, rstd, weight, bias, silu, grad_x, sum_dy, sum_dy_xhat, n):
     """grad_x[n] holds dy (the gradient at the norm's output) between the two passes."""
     m, channels = x.shape[1], x.shape[2]
@@ -231,7 +232,7 @@ def _backward_sample(grad, x, mean, rstd, weight, bias, silu, grad_x, sum_dy, su
                                - rstd_x[c] * (mean_dxhat[c] + xhat * mean_dxhat_xhat[c]))
 
 
-@numba.njit(nogil=True, cache=True, parallel=True)
+@cpu_kernel(parallel=True)
 def _backward_channels_last(grad, x, mean, rstd, weight, bias, silu, grad_x, sum_dy,
                             sum_dy_xhat):
     for n in numba.prange(x.shape[0]):

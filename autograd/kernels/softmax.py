@@ -17,6 +17,7 @@ import numpy as np
 
 from autograd.backend import get_array_module
 from autograd.kernels import cuda as cuda_kernels
+from autograd.kernels.jit import cpu_kernel
 from autograd.kernels.registry import floating, register
 
 # ---- compiled kernels ----------------------------------------------------------------------
@@ -25,7 +26,7 @@ from autograd.kernels.registry import floating, register
 PARALLEL_MIN_ELEMENTS = 1 << 15
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _forward_row(x, out, empty_row_value, r):
     length = x.shape[1]
     peak = x[r, 0]
@@ -46,7 +47,7 @@ def _forward_row(x, out, empty_row_value, r):
         out[r, j] *= inverse
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _backward_row(grad, y, grad_x, r):
     length = y.shape[1]
     dot = 0.0
@@ -56,25 +57,25 @@ def _backward_row(grad, y, grad_x, r):
         grad_x[r, j] = y[r, j] * (grad[r, j] - dot)
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _forward_serial(x, out, empty_row_value):
     for r in range(x.shape[0]):
         _forward_row(x, out, empty_row_value, r)
 
 
-@numba.njit(nogil=True, cache=True, parallel=True)
+@cpu_kernel(parallel=True)
 def _forward_parallel(x, out, empty_row_value):
     for r in numba.prange(x.shape[0]):
         _forward_row(x, out, empty_row_value, r)
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _backward_serial(grad, y, grad_x):
     for r in range(y.shape[0]):
         _backward_row(grad, y, grad_x, r)
 
 
-@numba.njit(nogil=True, cache=True, parallel=True)
+@cpu_kernel(parallel=True)
 def _backward_parallel(grad, y, grad_x):
     for r in numba.prange(y.shape[0]):
         _backward_row(grad, y, grad_x, r)

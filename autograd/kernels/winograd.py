@@ -29,10 +29,10 @@ again 16 products with 2.25x fewer multiplications than im2col's `cols^T @ dout`
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from autograd.kernels.conv import Window, channels_first, channels_last, flipped_weight
+from autograd.kernels.jit import cpu_kernel
 from autograd.kernels.registry import floating, register
 from autograd.kernels.threads import map_parts, ordered_sum
 
@@ -68,7 +68,7 @@ def kernel_transform(weight: np.ndarray) -> np.ndarray:
     return transformed.astype(weight.dtype).reshape(16, *weight.shape[1::-1])
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _input_transform(x, first_image, images, patch, rows, v):
     """v[4a + b, tile] = (B^T d B)[a, b] for each tile of images first_image.. (x: N, H, W,
     C), d the tile's 4x4 patch with zeros outside x; patch and rows are (4, 4, C) scratch."""
@@ -108,7 +108,7 @@ def _input_transform(x, first_image, images, patch, rows, v):
                         v3[k] = r1 - rows[i, 3, k]
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _output_transform(m, bias, first_image, images, rows, out):
     """out[first_image + b] = A^T m A + bias for each tile (m: 16, tiles, O; out: N, H, W,
     O); rows is (2, 4, O) scratch. Pixels of an edge tile beyond the image are dropped."""
@@ -136,7 +136,7 @@ def _output_transform(m, bias, first_image, images, rows, out):
                             dst[k] = rows[i, 1, k] - rows[i, 2, k] - rows[i, 3, k] + bias[k]
 
 
-@numba.njit(nogil=True, cache=True)
+@cpu_kernel
 def _grad_output_transform(grad, first_image, images, block, rows, z):
     """z[4a + b, tile] = (A dY A^T)[a, b] for each tile of images first_image.. (grad: N, H,
     W, O), dY the tile's 2x2 output gradient with zeros beyond the image; block (2, 2, O)
