@@ -340,7 +340,7 @@ def layer_cases(config: UNetConfig, batch: int, rng) -> dict[str, tuple[Callable
         label = f"conv {cin}->{cout} {k}x{k}/{stride} @{size}"
 
         def ours(x=x, w=w, b=b, stride=stride, padding=padding, grad=False):
-            xs = [autograd.tensor(a, requires_grad=grad) for a in (x, w, b)]
+            xs = [autograd.from_numpy(a).requires_grad_(grad) for a in (x, w, b)]
             y = ad_F.conv2d(*xs, stride=stride, padding=padding)
             if grad:
                 y.sum().backward()

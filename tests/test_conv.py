@@ -33,7 +33,7 @@ import autograd.nn.functional as F
 from autograd import nn
 from autograd.backend import get_array_module, to_device
 from autograd.kernels import conv as kernels
-from autograd.kernels import conv_gemm, registry, winograd
+from autograd.kernels import conv_gemm, pointwise, registry, winograd
 from autograd.kernels.conv import Window
 from autograd.ops import conv
 
@@ -356,14 +356,87 @@ def test_gemm_fast_paths_match_the_ops_math(dtype, case, seed, channels_last, th
 
 
 def test_the_conv_fast_paths_are_registered_for_both_devices():
-    """im2col + GEMM on both devices; Winograd first on the CPU."""
-    for op, run, cpu_first in (
-            ("conv2d", conv_gemm.conv2d_gemm, [winograd.conv2d_winograd]),
-            ("conv2d_input_grad", conv_gemm.conv2d_input_grad_gemm,
-             [winograd.conv2d_input_grad_winograd]),
-            ("conv2d_weight_grad", conv_gemm.conv2d_weight_grad_gemm,
-             [winograd.conv2d_weight_grad_winograd])):
+    """im2col + GEMM on both devices; Winograd and the 1x1 products first on the CPU."""
+    for op in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
+        run, *cpu_first = (fast_path(op, kind) for kind in ("gemm", "winograd", "pointwise"))
         assert registry.fast_paths(op) == {"cpu": [*cpu_first, run], "cuda": [run]}
+
+
+def fast_path(op: str, kind: str):
+    """The fast path of a conv op ("conv2d", ...) in the kernel module of `kind`."""
+    module = {"gemm": conv_gemm, "winograd": winograd, "pointwise": pointwise}[kind]
+    return vars(module)[f"{op}_{kind}"]
+
+
+def recording_fast_paths(patch: pytest.MonkeyPatch) -> list:
+    """Inside `patch`: every registry lookup's answer is appended to the returned list."""
+    chosen, original = [], registry.lookup
+
+    def noting(op, *arrays, **params):
+        chosen.append(original(op, *arrays, **params))
+        return chosen[-1]
+
+    patch.setattr(registry, "lookup", noting)
+    return chosen
+
+
+def layout(x: np.ndarray, name: str) -> np.ndarray:
+    """x (N, C, H, W) in NCHW, channels-last or neither (every other pixel of a wider one)."""
+    if name == "channels_last":
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    if name == "strided":
+        wider = np.repeat(x, 2, axis=3)
+        return wider[..., ::2]
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@given(shape=st.tuples(st.integers(1, 3), st.integers(1, 6), st.integers(1, 5),
+                       st.integers(1, 5)),
+       out_channels=st.integers(1, 6), seed=st.integers(0, 2**16), bias=st.booleans(),
+       layouts=st.tuples(*[st.sampled_from(["nchw", "channels_last", "strided"])] * 2),
+       threads=THREADS)
+def test_pointwise_fast_paths_match_the_ops_math(dtype, shape, out_channels, seed, bias,
+                                                 layouts, threads):
+    """The 1x1 products compute the op's math, forward, input and weight gradient, whatever
+    the layouts of x and of the output gradient; outputs and input gradients channels-last."""
+    rng = np.random.default_rng(seed)
+    x = layout(rng.standard_normal(shape).astype(dtype), layouts[0])
+    weight = rng.standard_normal((out_channels, shape[1], 1, 1)).astype(dtype)
+    b = rng.standard_normal(out_channels).astype(dtype) if bias else None
+    grad = layout(rng.standard_normal((shape[0], out_channels, *shape[2:])).astype(dtype),
+                  layouts[1])
+    geometry = dict(window=Window((1, 1), (1, 1), (0, 0), (1, 1), shape[2:]), groups=1)
+    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11,
+                                                                            atol=1e-11)
+    with num_threads(threads):
+        pairs = [(pointwise.conv2d_pointwise(x, weight, b, **geometry),
+                  conv.conv2d_math(x, weight, b, **geometry)),
+                 (pointwise.conv2d_input_grad_pointwise(grad, weight, x.shape, **geometry),
+                  conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry)),
+                 (pointwise.conv2d_weight_grad_pointwise(x, grad, **geometry),
+                  conv.conv2d_weight_grad_math(x, grad, **geometry))]
+    for fast, math in pairs:
+        assert fast.shape == math.shape and fast.dtype == math.dtype == dtype
+        np.testing.assert_allclose(fast, math, **tolerance)
+    for image in (pair[0] for pair in pairs[:2]):
+        assert image.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+@pytest.mark.parametrize("change, takes", [
+    ({}, True), ({"stride": (2, 1)}, False), ({"padding": (0, 1)}, False),
+    ({"kernel": (1, 2)}, False), ({"groups": 2}, False)])
+def test_pointwise_takes_only_1x1_stride_1_unpadded_single_group_convolutions(change, takes):
+    settings = {"kernel": (1, 1), "stride": (1, 1), "padding": (0, 0), "dilation": (1, 1),
+                "groups": 1, **change}
+    groups = settings.pop("groups")
+    window = Window(**settings, output=(4, 4))
+    x = np.ones((1, 4, 4, 4), np.float32)
+    weight = np.ones((4, 4 // groups, *window.kernel), np.float32)
+    for op, first_two in (("conv2d", (x, weight)), ("conv2d_input_grad", (x, weight)),
+                          ("conv2d_weight_grad", (x, x))):
+        expected = fast_path(op, "pointwise" if takes else "gemm")
+        assert registry.lookup(op, *first_two, window=window, groups=groups) is expected
 
 
 WINOGRAD_WINDOW = dict(kernel=(3, 3), stride=(1, 1), padding=(1, 1), dilation=(1, 1))
@@ -384,8 +457,7 @@ def test_winograd_takes_only_3x3_stride_1_padding_1_single_group_wide_convolutio
                  np.ones((channels, channels // groups, 3, 3), np.float32))
     for op, first_two in (("conv2d", (x, weight)), ("conv2d_input_grad", (x, weight)),
                           ("conv2d_weight_grad", (x, x))):
-        expected = (winograd if takes else conv_gemm).__dict__[
-            f"{op}_{'winograd' if takes else 'gemm'}"]
+        expected = fast_path(op, "winograd" if takes else "gemm")
         assert registry.lookup(op, *first_two, window=window, groups=groups) is expected
         assert registry.lookup(op, *(a.astype(np.int64) for a in first_two), window=window,
                                groups=groups) is None
@@ -436,18 +508,30 @@ def test_gradients_through_winograd(data, batch, size, extra, transposed):
     w = data.draw(arrays((channels, out_channels, 3, 3) if transposed
                          else (out_channels, channels, 3, 3)))
     run = F.conv_transpose2d if transposed else F.conv2d
-    chosen = []
-    original = registry.lookup
-
-    def noting(op, *arrays, **params):
-        chosen.append(original(op, *arrays, **params))
-        return chosen[-1]
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(registry, "lookup", noting)
+        chosen = recording_fast_paths(patch)
         check_op(lambda *t: run(*t, padding=1), x, w, directional=True, device_legs=False)
     assert {path.__module__ for path in chosen} == {winograd.__name__}
     assert len({path.__name__ for path in chosen}) == 3
+
+
+@given(data=st.data(), shape=st.tuples(st.integers(1, 2), st.integers(1, 3),
+                                       st.integers(1, 4), st.integers(1, 4)),
+       out_channels=st.integers(1, 3), bias=st.booleans(), transposed=st.booleans())
+def test_gradients_through_the_pointwise_products(data, shape, out_channels, bias, transposed):
+    """A 1x1 convolution (or transposed convolution): each of its three ops runs the 1x1
+    products, and the gradients match finite differences."""
+    x = data.draw(arrays(shape))
+    w = data.draw(arrays((shape[1], out_channels, 1, 1) if transposed
+                         else (out_channels, shape[1], 1, 1)))
+    b = data.draw(arrays((out_channels,))) if bias else None
+    run = F.conv_transpose2d if transposed else F.conv2d
+    with pytest.MonkeyPatch.context() as patch:
+        chosen = recording_fast_paths(patch)
+        check_op(lambda *t: run(*t), *([x, w, b] if bias else [x, w]), directional=True,
+                 device_legs=False)
+    assert {path.__module__ for path in chosen if path is not None} == {pointwise.__name__}
+    assert len({path.__name__ for path in chosen if path is not None}) == 3
 
 
 def test_winograd_float32_error_is_near_that_of_im2col():

@@ -8,6 +8,7 @@ import cuda_emulator
 import numpy as np
 import pytest
 from fake_cupy import simulated_cuda
+from kernel_testing import op_math
 
 import autograd
 from autograd.backend import to_device
@@ -89,3 +90,31 @@ def test_environment_switch_selects_the_op_math_at_call_time(monkeypatch, refere
     else:
         with pytest.raises(AssertionError, match="compiled kernel ran"):
             run()
+
+
+def test_every_cpu_kernel_compiles_with_the_shared_options():
+    # kernels/jit.py: without the GIL (threads), cached, and NumPy's error model (a kernel
+    # whose loops divide vectorises only without numba's zero-divisor check)
+    from numba.core.registry import CPUDispatcher
+
+    import autograd.kernels as kernels
+
+    found = [(module.__name__, name, value) for module in map(vars(kernels).get, kernels.__all__)
+             if hasattr(module, "__name__")
+             for name, value in vars(module).items() if isinstance(value, CPUDispatcher)]
+    assert len(found) >= 20
+    for module, name, dispatcher in found:
+        options = dispatcher.targetoptions
+        assert options.get("nogil") and options.get("error_model") == "numpy", (module, name)
+        assert type(dispatcher._cache).__name__ != "NullCache", (module, name)
+
+
+def test_a_zero_divisor_in_a_kernel_gives_the_op_math_answer():
+    # GroupNorm of a constant group with eps=0 divides by sqrt(0): nan, as the math gives,
+    # not a ZeroDivisionError from inside the kernel
+    x = autograd.tensor(np.ones((2, 4, 3, 3), np.float32))
+    fast = F.group_norm(x, 2, eps=0.0).numpy()
+    with op_math():
+        math = F.group_norm(x, 2, eps=0.0).numpy()
+    np.testing.assert_array_equal(fast, math)
+    assert np.isnan(fast).all()

@@ -16,10 +16,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # Importing the kernel modules registers their fast paths; an op takes the first that
-# supports its arguments, so Winograd (3x3 stride-1 convolutions) comes before im2col.
-from autograd.kernels import winograd  # noqa: E402, I001
+# supports its arguments, so Winograd (3x3 stride-1 convolutions) and the 1x1 products
+# come before im2col.
+from autograd.kernels import winograd, pointwise  # noqa: E402, I001
 from autograd.kernels import activation, adam, conv, conv_gemm, matmul, norm, softmax, special  # noqa: E402, I001,E501
 from autograd.kernels.registry import use_reference_kernels  # noqa: E402
 
-__all__ = ["activation", "adam", "conv", "conv_gemm", "matmul", "norm", "softmax", "special",
-           "use_reference_kernels", "winograd"]
+__all__ = ["activation", "adam", "conv", "conv_gemm", "matmul", "norm", "pointwise", "softmax",
+           "special", "use_reference_kernels", "winograd"]
