@@ -63,7 +63,7 @@ class TrainConfig:
     the member after construction; `to_dict` (what checkpoints store) gives plain strings."""
 
     model: str = "mnist-tiny"
-    steps: int = 2000
+    steps: int = 2400
     batch_size: int = 32
     # The batch's gradient is the sum of its slices' (near-equal contiguous parts, in order),
     # each slice's forward and backward on a worker thread of its own. None: one slice per
