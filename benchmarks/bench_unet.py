@@ -4,13 +4,14 @@
                                     [--threads N] [--slices S] [--device cuda] [--profile]
 
 Prints training images/s (a full DDPM step of the Trainer: forward, backward, clip, AdamW,
-EMA; the batch in S slices on min(S, threads) worker threads, S = 2 by default), forward
-(sampling) images/s (the batch in one slice per thread, as sampling runs it; and as one
-call), peak memory and page faults per step, and the achieved GFLOP/s (1.66 GFLOP per image for a
-training step, 0.554 for a forward, convolutions and matrix products only) as a fraction
-of the float32 matmul GFLOP/s that NumPy reaches in the same run (with `--device cuda`: the
-UNet on the GPU, each step timed to the device's completion, against CuPy's matmul rate;
-the batch then runs as one slice per call, the forward as one call).
+EMA; the batch in S slices on min(S, threads) worker threads, by default one per thread),
+forward (sampling) images/s (the batch in one slice per thread, as sampling runs it; and
+as one call), peak memory and page faults per step, and the achieved GFLOP/s (1.66 GFLOP
+per image for a training step, 0.554 for a forward, convolutions and matrix products
+only) as a fraction of the float32 matmul GFLOP/s that NumPy reaches in the same run
+(with `--device cuda`: the UNet on the GPU, each step timed to the device's completion,
+against CuPy's matmul rate; the batch then runs as one slice per call, the forward as one
+call).
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6, help="timed steps (median)")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--slices", type=int, default=TrainConfig.batch_slices,
-                        help="batch slices (TrainConfig.batch_slices; 1: one pass)")
+                        help="batch slices (TrainConfig.batch_slices; default: one per "
+                        "thread; 1: one pass)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--profile", action="store_true",
                         help="print the top costs (cProfile sees the calling thread only: "
@@ -81,8 +83,8 @@ def main() -> None:
     train_gflops = train_rate * TRAIN_GFLOP_PER_IMAGE
     forward_gflops = forward_rate * FORWARD_GFLOP_PER_IMAGE
     print(f"{args.preset}: {count_parameters(model):,} parameters, batch {args.batch}, "
-          f"threads {autograd.get_num_threads()}, training in {args.slices} slice(s) on "
-          f"{trainer.device}")
+          f"threads {autograd.get_num_threads()}, training in {trainer.config.batch_slices} "
+          f"slice(s) on {trainer.device}")
     print(f"{'cupy' if on_gpu else 'numpy'} float32 matmul: {gemm:.1f} GFLOP/s")
     print(f"{'':<10}{'s/batch':>9}{'img/s':>9}{'GFLOP/s':>9}{'of matmul':>11}")
     print(f"{'train':<10}{train_s:>9.3f}{train_rate:>9.1f}{train_gflops:>9.1f}"

@@ -340,19 +340,26 @@ def test_gemm_fast_paths_match_the_ops_math(dtype, case, seed, channels_last, th
     window = conv.Window(weight.shape[2:], case["stride"], case["padding"], case["dilation"],
                          out_hw)
     grad = rng.standard_normal((x.shape[0], weight.shape[0], *out_hw)).astype(dtype)
-    geometry = dict(window=window, groups=case["groups"])
+    with num_threads(threads):
+        check_fast_paths("gemm", x, weight, bias, grad, window=window, groups=case["groups"])
+
+
+def check_fast_paths(kind: str, x, weight, bias, grad, **geometry) -> list:
+    """The three fast paths of `kind` ("gemm", "winograd", "pointwise") against the op's math
+    on the same arrays (float64 to 1e-11, float32 to 1e-4); returns the fast outputs."""
+    dtype = x.dtype
     tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11,
                                                                             atol=1e-11)
-    with num_threads(threads):
-        pairs = [(conv_gemm.conv2d_gemm(x, weight, bias, **geometry),
-                  conv.conv2d_math(x, weight, bias, **geometry)),
-                 (conv_gemm.conv2d_input_grad_gemm(grad, weight, x.shape, **geometry),
-                  conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry)),
-                 (conv_gemm.conv2d_weight_grad_gemm(x, grad, **geometry),
-                  conv.conv2d_weight_grad_math(x, grad, **geometry))]
+    pairs = [(fast_path("conv2d", kind)(x, weight, bias, **geometry),
+              conv.conv2d_math(x, weight, bias, **geometry)),
+             (fast_path("conv2d_input_grad", kind)(grad, weight, x.shape, **geometry),
+              conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry)),
+             (fast_path("conv2d_weight_grad", kind)(x, grad, **geometry),
+              conv.conv2d_weight_grad_math(x, grad, **geometry))]
     for fast, math in pairs:
         assert fast.shape == math.shape and fast.dtype == math.dtype == dtype
         np.testing.assert_allclose(fast, math, **tolerance)
+    return [fast for fast, _ in pairs]
 
 
 def test_the_conv_fast_paths_are_registered_for_both_devices():
@@ -406,20 +413,10 @@ def test_pointwise_fast_paths_match_the_ops_math(dtype, shape, out_channels, see
     b = rng.standard_normal(out_channels).astype(dtype) if bias else None
     grad = layout(rng.standard_normal((shape[0], out_channels, *shape[2:])).astype(dtype),
                   layouts[1])
-    geometry = dict(window=Window((1, 1), (1, 1), (0, 0), (1, 1), shape[2:]), groups=1)
-    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11,
-                                                                            atol=1e-11)
+    window = Window((1, 1), (1, 1), (0, 0), (1, 1), shape[2:])
     with num_threads(threads):
-        pairs = [(pointwise.conv2d_pointwise(x, weight, b, **geometry),
-                  conv.conv2d_math(x, weight, b, **geometry)),
-                 (pointwise.conv2d_input_grad_pointwise(grad, weight, x.shape, **geometry),
-                  conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry)),
-                 (pointwise.conv2d_weight_grad_pointwise(x, grad, **geometry),
-                  conv.conv2d_weight_grad_math(x, grad, **geometry))]
-    for fast, math in pairs:
-        assert fast.shape == math.shape and fast.dtype == math.dtype == dtype
-        np.testing.assert_allclose(fast, math, **tolerance)
-    for image in (pair[0] for pair in pairs[:2]):
+        outputs = check_fast_paths("pointwise", x, weight, b, grad, window=window, groups=1)
+    for image in outputs[:2]:
         assert image.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
@@ -480,21 +477,11 @@ def test_winograd_fast_paths_match_the_ops_math(dtype, shape, out_channels, seed
     weight = rng.standard_normal((out_channels, shape[1], 3, 3)).astype(dtype)
     b = rng.standard_normal(out_channels).astype(dtype) if bias else None
     grad = rng.standard_normal((shape[0], out_channels, *shape[2:])).astype(dtype)
-    geometry = dict(window=Window(**WINOGRAD_WINDOW, output=shape[2:]), groups=1)
-    tolerance = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11,
-                                                                            atol=1e-11)
     chunk = 1 if one_image_per_chunk else winograd.CHUNK_BYTES
     with pytest.MonkeyPatch.context() as patch, num_threads(threads):
         patch.setattr(winograd, "CHUNK_BYTES", chunk)
-        pairs = [(winograd.conv2d_winograd(x, weight, b, **geometry),
-                  conv.conv2d_math(x, weight, b, **geometry)),
-                 (winograd.conv2d_input_grad_winograd(grad, weight, x.shape, **geometry),
-                  conv.conv2d_input_grad_math(grad, weight, x.shape, **geometry)),
-                 (winograd.conv2d_weight_grad_winograd(x, grad, **geometry),
-                  conv.conv2d_weight_grad_math(x, grad, **geometry))]
-    for fast, math in pairs:
-        assert fast.shape == math.shape and fast.dtype == math.dtype == dtype
-        np.testing.assert_allclose(fast, math, **tolerance)
+        check_fast_paths("winograd", x, weight, b, grad,
+                         window=Window(**WINOGRAD_WINDOW, output=shape[2:]), groups=1)
 
 
 @given(data=st.data(), batch=st.integers(1, 2), size=st.tuples(st.integers(1, 5),

@@ -25,6 +25,7 @@ from tinydiff.diffusion import (
     standard_normal_cdf,
     standard_normal_sf,
     training_loss,
+    training_losses,
     variational_bound,
 )
 from tinydiff.options import BetaSchedule, PredictionType
@@ -199,6 +200,29 @@ def test_training_loss_matches_manual_computation(prediction_type: str, weightin
                 "sample": np.minimum(snr, 5.0),
             }[prediction_type]
     np.testing.assert_allclose(loss, (weights * per_sample).mean(), rtol=1e-12)
+
+
+def test_training_loss_takes_given_timesteps_and_noise() -> None:
+    # what the trainer does: the batch's draws made once, then cut into slices
+    schedule = NoiseSchedule(50)
+    x0 = np.random.default_rng(0).uniform(-1, 1, (6, 3))
+    t, noise = np.array([0, 3, 10, 20, 30, 49]), np.random.default_rng(1).standard_normal((6, 3))
+    seen = {}
+
+    def model(x_t, t_seen):
+        seen.update(x_t=x_t, t=t_seen)
+        return 0.5 * x_t
+
+    losses = [training_losses(model, schedule, x0, np.random.default_rng(seed), timesteps=t,
+                              noise=noise).loss for seed in (2, 3)]
+    assert losses[0] == losses[1]  # the generator drew nothing
+    a = schedule.alphas_cumprod[t][:, None]
+    np.testing.assert_array_equal(seen["t"], t)
+    np.testing.assert_allclose(seen["x_t"], np.sqrt(a) * x0 + np.sqrt(1 - a) * noise,
+                               atol=1e-15)
+    np.testing.assert_allclose(losses[0], ((0.5 * seen["x_t"] - noise) ** 2).mean(), rtol=1e-12)
+    with pytest.raises(ValueError, match=r"noise has shape \(6, 2\), expected x0's \(6, 3\)"):
+        training_losses(model, schedule, x0, np.random.default_rng(0), noise=noise[:, :2])
 
 
 def test_min_snr_weights_formula() -> None:

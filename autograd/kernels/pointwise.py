@@ -2,9 +2,9 @@
 in the memory layout the arrays already have.
 
 A 1x1 convolution mixes channels pixel by pixel: image n's output is W (O, C) times its
-(C, H*W) pixels. im2col (`conv_gemm.py`) first copies x into channels-last order; a UNet's
-shortcut projections get the skip concatenation's NCHW output, and that transposing copy
-took as long as the product (96 -> 32 channels at 28 px). Here every operand is a view,
+(C, H*W) pixels. im2col (`conv_gemm.py`) first copies x into channels-last order, and for
+NCHW input (a user's arrays, PyTorch's layout) that transposing copy took as long as the
+product (96 -> 32 channels at 28 px). Here every operand is a view,
 (N, C, H*W) or (N, H*W, C), whichever layout it has: BLAS reads either as a matrix or its
 transpose, so nothing is copied. Outputs and input gradients are channels-last, as
 `conv_gemm`'s, so the next convolution and GroupNorm read them in place.
