@@ -5,8 +5,8 @@ kernel shares.
 - `cache=True`: compiled once per machine, kept beside the source (`__pycache__`);
 - `error_model="numpy"`: a division by zero gives inf or nan, as in NumPy (the ops' math),
   instead of raising ZeroDivisionError. numba's default checks every divisor, a branch that
-  keeps LLVM from vectorising any loop with a division in it: measured on the fused
-  GroupNorm + SiLU forward (its sigmoid divides), 3.3x faster with NumPy's model.
+  keeps LLVM from vectorising any loop with a division in it: the float32 sigmoid of the
+  fused GroupNorm + SiLU ran 3.3x faster with NumPy's model (benchmarks/README.md).
 
 Kernels add their own options: `@cpu_kernel(parallel=True)`, `@cpu_kernel(fastmath=...)`.
 """

@@ -18,7 +18,7 @@ from autograd.kernels.threads import get_num_threads, map_parts
 
 # Below this many multiply-adds one thread is quicker than handing a block to a worker:
 # `benchmarks/bench_threads.py` on 2 cores, float32, one BLAS thread against split: 2^24
-# 0.40 / 0.57 ms, 2^26 1.76 / 1.98 ms, 2^27 3.63 / 2.21 ms.
+# 0.39 / 0.54 ms, 2^26 1.81 / 1.97 ms, 2^27 3.54 / 2.87 ms.
 MIN_MULTIPLY_ADDS = 1 << 27
 
 

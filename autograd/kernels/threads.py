@@ -7,8 +7,8 @@ autograd's worker threads (`map_parts`), each part's products on one BLAS thread
 NumPy's BLAS runs on one thread: `import autograd` and `set_num_threads` set it so. A
 multi-threaded OpenBLAS keeps its threads spinning for a while after each product, and on a
 small CPU they take the cores the workers need. `benchmarks/bench_threads.py`, a plain
-mnist-tiny training loop at batch 64 on 2 cores: 1.11 s a step split on a 1-thread BLAS,
-1.62 s split beside a 2-thread BLAS, 1.82 s unsplit on a 2-thread BLAS (as before the
+mnist-tiny training loop at batch 64 on 2 cores: 1.18 s a step split on a 1-thread BLAS,
+1.69 s split beside a 2-thread BLAS, 1.50 s unsplit on a 2-thread BLAS (as before the
 split). (`threadpoolctl` changes BLAS's threads back, for code that needs it.)
 
 A worker runs with one numba thread, so a kernel called on a worker (or anywhere while
